@@ -1,0 +1,53 @@
+# One command per task; each sets up what it needs on a fresh clone.
+#   make test      the full test matrix: lint, types, pytest under tensorflow, torch, jax
+#   make example   trains the MNIST CapsNet example for 2 epochs on 2000 images
+#   make docs      builds the documentation site (strict)
+#   make bench     runs the benchmark against hand-written PyTorch / JAX CapsNets
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of PyTorch; override (e.g. TORCH_SPEC=torch) where another build is wanted.
+TORCH_SPEC ?= torch==2.13.0
+BACKENDS ?= tensorflow torch jax
+MNIST ?= ../shared/data/mnist.npz
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint typecheck test-backends example docs bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	# torch first, so nothing that depends on it pulls another build.
+	$(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install -e ".[tensorflow,torch,jax,dev,docs,examples]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check keras_capsules tests examples benchmarks
+	$(VENV)/bin/ruff format --check keras_capsules tests examples benchmarks
+
+typecheck: venv
+	$(VENV)/bin/mypy keras_capsules
+
+test-backends: venv
+	@status=0; for backend in $(BACKENDS); do \
+		echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
+		KERAS_BACKEND=$$backend MNIST_PATH=$(MNIST) $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+	done; exit $$status
+
+test: lint typecheck test-backends
+
+example: venv
+	$(PY) examples/capsnet_mnist.py --data $(MNIST) --epochs 2 --train-samples 2000 --output-dir runs/example
+
+docs: venv
+	$(VENV)/bin/mkdocs build --strict
+
+bench: venv
+	$(PY) benchmarks/benchmark.py
+
+clean:
+	rm -rf $(VENV) site build dist runs

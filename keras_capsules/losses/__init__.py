@@ -1,0 +1,5 @@
+"""Capsule losses."""
+
+from keras_capsules.losses.margin_loss import MarginLoss
+
+__all__ = ["MarginLoss"]

@@ -1,0 +1,259 @@
+"""The capsule-network math, written once on `keras.ops`.
+
+Every layer and loss in `keras_capsules` calls into this module, so each
+equation of Sabour, Frosst & Hinton (2017) lives in exactly one place.
+The functions run unchanged on the TensorFlow, PyTorch and JAX backends.
+
+Reference:
+    - [Sabour, Frosst & Hinton, 2017. Dynamic Routing Between Capsules](
+      https://arxiv.org/abs/1710.09829)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_capsules._validation import check_positive_int
+
+_LOW_PRECISION_DTYPES = ("float16", "bfloat16")
+
+
+def _dtype_name(x: Any) -> str:
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def _to_float32_if_low_precision(x: Any) -> Any:
+    # Squared norms of float16 capsules overflow at |s| ~ 256 and the epsilon
+    # used below underflows to 0, so the sensitive reductions run in float32.
+    if _dtype_name(x) in _LOW_PRECISION_DTYPES:
+        return ops.cast(x, "float32")
+    return x
+
+
+def _check_epsilon(epsilon: float | None) -> float:
+    if epsilon is None:
+        return keras.config.epsilon()
+    if not epsilon > 0:
+        raise ValueError(
+            "Received an invalid value for `epsilon`, expected a positive "
+            f"float. Received: epsilon={epsilon}"
+        )
+    return float(epsilon)
+
+
+def squash(x: Any, axis: int = -1, epsilon: float | None = None) -> Any:
+    """Squashes vectors to a length in [0, 1) while keeping their direction.
+
+    Eq. 1 of Sabour et al. (2017):
+
+    $$v = \\frac{\\lVert s \\rVert^2}{1 + \\lVert s \\rVert^2}
+    \\frac{s}{\\lVert s \\rVert}$$
+
+    The division by the norm is written as a reciprocal square root of the
+    squared norm clamped from below at `epsilon**2`, so the result is exact
+    for every vector longer than `epsilon`, is 0 for the zero vector, and has
+    a finite gradient there (a plain `sqrt` would give NaN). Float16 and
+    bfloat16 inputs are squashed in float32 and cast back.
+
+    Args:
+        x: Tensor of capsule vectors.
+        axis: The axis that holds the capsule dimensions. Defaults to `-1`.
+        epsilon: Lengths below this are treated as this when dividing.
+            Defaults to `keras.config.epsilon()`.
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_capsules.ops import squash
+    >>> v = squash(np.array([[3.0, 4.0]], dtype="float32"))
+    >>> np.round(keras.ops.convert_to_numpy(v), 4).tolist()
+    [[0.5769, 0.7692]]
+    """
+    epsilon = _check_epsilon(epsilon)
+    x = ops.convert_to_tensor(x)
+    original_dtype = _dtype_name(x)
+    s = _to_float32_if_low_precision(x)
+    squared_norm = ops.sum(ops.square(s), axis=axis, keepdims=True)
+    scale = (squared_norm / (1.0 + squared_norm)) * ops.rsqrt(
+        ops.maximum(squared_norm, epsilon**2)
+    )
+    return ops.cast(s * scale, original_dtype)
+
+
+def capsule_length(x: Any, axis: int = -1, epsilon: float | None = None) -> Any:
+    """Euclidean length of capsule vectors, with a finite gradient at zero.
+
+    Computed as `|s|^2 / sqrt(max(|s|^2, epsilon^2))`: exactly the norm for
+    vectors longer than `epsilon`, exactly 0 for the zero vector, and
+    differentiable everywhere. Float16 and bfloat16 inputs are measured in
+    float32 and the result cast back.
+
+    Args:
+        x: Tensor of capsule vectors.
+        axis: The axis that holds the capsule dimensions. Defaults to `-1`.
+        epsilon: Lengths below this use the smooth branch. Defaults to
+            `keras.config.epsilon()`.
+
+    Returns:
+        A tensor with `axis` removed, of the dtype of `x`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_capsules.ops import capsule_length
+    >>> x = np.array([[[3.0, 4.0], [0.0, 0.0]]], dtype="float32")
+    >>> keras.ops.convert_to_numpy(capsule_length(x)).tolist()
+    [[5.0, 0.0]]
+    """
+    epsilon = _check_epsilon(epsilon)
+    x = ops.convert_to_tensor(x)
+    original_dtype = _dtype_name(x)
+    s = _to_float32_if_low_precision(x)
+    squared_norm = ops.sum(ops.square(s), axis=axis)
+    length = squared_norm * ops.rsqrt(ops.maximum(squared_norm, epsilon**2))
+    return ops.cast(length, original_dtype)
+
+
+def capsule_predictions(inputs: Any, kernel: Any) -> Any:
+    """Prediction vectors `u_hat[j|i] = W[i, j] u[i]` of every input capsule.
+
+    Args:
+        inputs: Input capsules, shape `(batch, input_num_capsules,
+            input_capsule_dim)`.
+        kernel: Transformation matrices, shape `(input_num_capsules,
+            num_capsules, input_capsule_dim, capsule_dim)`.
+
+    Returns:
+        The prediction vectors, shape `(batch, num_capsules,
+        input_num_capsules, capsule_dim)`. Output capsules come before input
+        capsules so that both routing contractions are plain batched
+        matrix products over `(batch, num_capsules)` with no transpose.
+    """
+    return ops.einsum("bid,ijde->bjie", inputs, kernel)
+
+
+def routing_by_agreement(
+    predictions: Any,
+    routing_iterations: int = 3,
+    stop_gradient_on_agreement: bool = False,
+    return_coupling: bool = False,
+) -> Any:
+    """Routing-by-agreement, Procedure 1 of Sabour et al. (2017).
+
+    For `r` iterations, with routing logits `b[i, j]` starting at 0 for every
+    example:
+
+    1. `c[i] = softmax(b[i])` over the output capsules `j`;
+    2. `s[j] = sum_i c[i, j] u_hat[j|i]`;
+    3. `v[j] = squash(s[j])`;
+    4. `b[i, j] += u_hat[j|i] . v[j]` (skipped after the last iteration).
+
+    The logits and coupling coefficients are per-example state, never
+    weights. Gradients flow through every iteration, as in the paper. The
+    logits and the softmax are kept in float32 under mixed precision.
+
+    Args:
+        predictions: Prediction vectors from `capsule_predictions`, shape
+            `(batch, num_capsules, input_num_capsules, capsule_dim)`.
+        routing_iterations: Number of routing iterations `r`, a positive
+            integer; `1` means uniform coupling. Defaults to `3`.
+        stop_gradient_on_agreement: If `True`, the prediction vectors used in
+            the agreement updates (step 4) are wrapped in `stop_gradient`, so
+            only the final weighted sum is back-propagated. Not in the paper;
+            off by default.
+        return_coupling: If `True`, also return the coupling coefficients
+            used in the last iteration, shape `(batch, num_capsules,
+            input_num_capsules)`. Defaults to `False`.
+
+    Returns:
+        The output capsules `v`, shape `(batch, num_capsules, capsule_dim)`,
+        or the pair `(v, c)` when `return_coupling` is `True`.
+    """
+    check_positive_int("routing_iterations", routing_iterations)
+    dtype = _dtype_name(predictions)
+    batch_size = ops.shape(predictions)[0]
+    num_capsules = ops.shape(predictions)[1]
+    input_num_capsules = ops.shape(predictions)[2]
+    logits = ops.zeros((batch_size, num_capsules, input_num_capsules), "float32")
+    agreement_predictions = (
+        ops.stop_gradient(predictions) if stop_gradient_on_agreement else predictions
+    )
+    for iteration in range(routing_iterations):
+        coupling = ops.cast(ops.softmax(logits, axis=1), dtype)
+        weighted_sum = ops.einsum("bji,bjie->bje", coupling, predictions)
+        outputs = squash(weighted_sum)
+        if iteration < routing_iterations - 1:
+            agreement = ops.einsum("bjie,bje->bji", agreement_predictions, outputs)
+            logits = logits + ops.cast(agreement, "float32")
+    if return_coupling:
+        return outputs, coupling
+    return outputs
+
+
+def mask_capsules(capsules: Any, labels: Any | None = None) -> Any:
+    """Zeros every capsule but one per example and flattens the result.
+
+    Args:
+        capsules: Capsules, shape `(batch, num_capsules, capsule_dim)`.
+        labels: One-hot labels, shape `(batch, num_capsules)`, choosing the
+            capsule to keep. If `None`, the longest capsule is kept.
+
+    Returns:
+        Shape `(batch, num_capsules * capsule_dim)`.
+    """
+    num_capsules = capsules.shape[-2]
+    if labels is None:
+        labels = ops.one_hot(
+            ops.argmax(capsule_length(capsules), axis=-1),
+            num_capsules,
+            dtype=capsules.dtype,
+        )
+    labels = ops.cast(labels, capsules.dtype)
+    masked = capsules * ops.expand_dims(labels, axis=-1)
+    return ops.reshape(masked, (ops.shape(capsules)[0], -1))
+
+
+def margin_loss(
+    y_true: Any,
+    y_pred: Any,
+    m_plus: float = 0.9,
+    m_minus: float = 0.1,
+    down_weight: float = 0.5,
+) -> Any:
+    """Margin loss of eq. 4 of Sabour et al. (2017), summed over classes.
+
+    `L_k = T_k max(0, m+ - |v_k|)^2 + lambda (1 - T_k) max(0, |v_k| - m-)^2`
+
+    Args:
+        y_true: One-hot targets `T`, shape `(batch, num_classes)`.
+        y_pred: Capsule lengths `|v|`, shape `(batch, num_classes)`.
+        m_plus: Length a present class's capsule should exceed. Defaults to
+            `0.9`.
+        m_minus: Length an absent class's capsule should stay below.
+            Defaults to `0.1`.
+        down_weight: The factor `lambda` on the absent-class term. Defaults
+            to `0.5`.
+
+    Returns:
+        The loss of each example, shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_capsules.ops import margin_loss
+    >>> y_true = np.array([[0.0, 1.0]], dtype="float32")
+    >>> y_pred = np.array([[0.3, 0.8]], dtype="float32")
+    >>> np.round(keras.ops.convert_to_numpy(margin_loss(y_true, y_pred)), 4).tolist()
+    [0.03]
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    present = y_true * ops.square(ops.relu(m_plus - y_pred))
+    absent = down_weight * (1.0 - y_true) * ops.square(ops.relu(y_pred - m_minus))
+    return ops.sum(present + absent, axis=-1)
