@@ -207,6 +207,7 @@ def mask_capsules(capsules: Any, labels: Any | None = None) -> Any:
     Returns:
         Shape `(batch, num_capsules * capsule_dim)`.
     """
+    capsules = ops.convert_to_tensor(capsules)
     num_capsules = capsules.shape[-2]
     if labels is None:
         labels = ops.one_hot(
@@ -215,7 +216,7 @@ def mask_capsules(capsules: Any, labels: Any | None = None) -> Any:
             dtype=capsules.dtype,
         )
     labels = ops.cast(labels, capsules.dtype)
-    masked = capsules * ops.expand_dims(labels, axis=-1)
+    masked = ops.multiply(capsules, ops.expand_dims(labels, axis=-1))
     return ops.reshape(masked, (ops.shape(capsules)[0], -1))
 
 
@@ -257,3 +258,36 @@ def margin_loss(
     present = y_true * ops.square(ops.relu(m_plus - y_pred))
     absent = down_weight * (1.0 - y_true) * ops.square(ops.relu(y_pred - m_minus))
     return ops.sum(present + absent, axis=-1)
+
+
+def reconstruction_loss(y_true: Any, y_pred: Any) -> Any:
+    """Sum of squared errors of each example, the CapsNet decoder's loss.
+
+    Sabour et al. (2017) train the decoder by minimising the sum of squared
+    differences between the pixels of the input image and of its
+    reconstruction. The sum (not the mean) over every non-batch axis keeps
+    the paper's scale, which its weight of 0.0005 assumes.
+
+    Args:
+        y_true: Target images, shape `(batch, ...)`.
+        y_pred: Reconstructions, of the shape of `y_true`.
+
+    Returns:
+        The loss of each example, shape `(batch,)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_capsules.ops import reconstruction_loss
+    >>> y_true = np.array([[[1.0, 0.0], [0.0, 1.0]]], dtype="float32")
+    >>> y_pred = np.array([[[0.5, 0.0], [0.0, 0.0]]], dtype="float32")
+    >>> keras.ops.convert_to_numpy(reconstruction_loss(y_true, y_pred)).tolist()
+    [1.25]
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    squared_error = ops.square(y_pred - y_true)
+    pixel_axes = tuple(range(1, len(squared_error.shape)))
+    if not pixel_axes:
+        return squared_error
+    return ops.sum(squared_error, axis=pixel_axes)

@@ -1,0 +1,163 @@
+"""keras_capsules.ops against the NumPy reference of the paper, per backend."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from keras_capsules import ops as capsule_ops
+from tests import numpy_reference
+from tests.gradients import gradients
+
+
+def _numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def test_squash_matches_reference():
+    rng = np.random.default_rng(0)
+    s = rng.normal(scale=2.0, size=(4, 6, 8)).astype("float32")
+    expected = numpy_reference.squash(s)
+    np.testing.assert_allclose(_numpy(capsule_ops.squash(s)), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_squash_other_axis_matches_reference():
+    s = np.random.default_rng(1).normal(size=(3, 5, 2)).astype("float32")
+    np.testing.assert_allclose(
+        _numpy(capsule_ops.squash(s, axis=1)),
+        numpy_reference.squash(s, axis=1),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_squash_of_zero_is_zero_with_finite_gradient():
+    zeros = np.zeros((2, 3, 4), dtype="float32")
+    assert np.array_equal(_numpy(capsule_ops.squash(zeros)), zeros)
+    (grad,) = gradients(lambda x: capsule_ops.squash(x), [zeros])
+    assert np.all(np.isfinite(grad)), grad
+
+
+def test_squash_is_exact_for_tiny_but_nonzero_vectors():
+    s = np.array([[1e-3, 0.0], [0.0, 2e-3]], dtype="float32")
+    np.testing.assert_allclose(
+        _numpy(capsule_ops.squash(s)), numpy_reference.squash(s), rtol=1e-5
+    )
+
+
+def test_squash_rejects_non_positive_epsilon():
+    with pytest.raises(ValueError, match="epsilon"):
+        capsule_ops.squash(np.ones((1, 2), "float32"), epsilon=0.0)
+
+
+def test_capsule_length_matches_reference_and_is_zero_at_zero():
+    v = np.random.default_rng(2).normal(size=(5, 10, 16)).astype("float32")
+    v[0, 0] = 0.0
+    lengths = _numpy(capsule_ops.capsule_length(v))
+    np.testing.assert_allclose(lengths, numpy_reference.length(v), rtol=1e-5, atol=1e-7)
+    assert lengths[0, 0] == 0.0
+    (grad,) = gradients(lambda x: capsule_ops.capsule_length(x), [v])
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_array_equal(grad[0, 0], np.zeros(16))
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_routing_matches_procedure_1(iterations):
+    rng = np.random.default_rng(iterations)
+    u = numpy_reference.squash(rng.normal(size=(3, 12, 4))).astype("float32")
+    weights = rng.normal(scale=0.5, size=(12, 5, 4, 6)).astype("float32")
+    expected_v, expected_c = numpy_reference.dynamic_routing(u, weights, iterations)
+    predictions = capsule_ops.capsule_predictions(u, weights)
+    v, c = capsule_ops.routing_by_agreement(predictions, iterations, return_coupling=True)
+    np.testing.assert_allclose(_numpy(v), expected_v, rtol=1e-4, atol=1e-6)
+    # The package stores couplings as (batch, out, in); the reference as (batch, in, out).
+    np.testing.assert_allclose(
+        _numpy(c), expected_c.transpose(0, 2, 1), rtol=1e-4, atol=1e-6
+    )
+
+
+def test_one_routing_iteration_is_uniform_coupling():
+    rng = np.random.default_rng(7)
+    u = rng.normal(size=(2, 6, 3)).astype("float32")
+    weights = rng.normal(size=(6, 4, 3, 5)).astype("float32")
+    _, c = capsule_ops.routing_by_agreement(
+        capsule_ops.capsule_predictions(u, weights), 1, return_coupling=True
+    )
+    np.testing.assert_allclose(_numpy(c), np.full((2, 4, 6), 0.25), rtol=1e-6)
+
+
+def test_routing_agreement_changes_the_coupling():
+    rng = np.random.default_rng(8)
+    u = rng.normal(size=(2, 6, 3)).astype("float32")
+    weights = rng.normal(size=(6, 4, 3, 5)).astype("float32")
+    _, c = capsule_ops.routing_by_agreement(
+        capsule_ops.capsule_predictions(u, weights), 3, return_coupling=True
+    )
+    assert np.abs(_numpy(c) - 0.25).max() > 1e-3
+
+
+def test_routing_gradient_reaches_through_the_agreement():
+    """The default back-propagates through every iteration; the option cuts it."""
+    rng = np.random.default_rng(9)
+    u = rng.normal(size=(2, 6, 3)).astype("float32")
+    weights = rng.normal(size=(6, 4, 3, 5)).astype("float32")
+
+    def routed(stop_gradient):
+        def fn(kernel):
+            predictions = capsule_ops.capsule_predictions(u, kernel)
+            return capsule_ops.routing_by_agreement(
+                predictions, 3, stop_gradient_on_agreement=stop_gradient
+            )
+
+        return fn
+
+    (full,) = gradients(routed(False), [weights])
+    (cut,) = gradients(routed(True), [weights])
+    assert np.all(np.isfinite(full)) and np.all(np.isfinite(cut))
+    assert np.abs(full - cut).max() > 1e-6
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, None])
+def test_routing_rejects_bad_iterations(bad):
+    predictions = np.zeros((1, 2, 3, 4), "float32")
+    with pytest.raises(ValueError, match="routing_iterations"):
+        capsule_ops.routing_by_agreement(predictions, bad)
+
+
+def test_margin_loss_matches_eq_4():
+    rng = np.random.default_rng(3)
+    targets = np.eye(10, dtype="float32")[rng.integers(0, 10, size=6)]
+    lengths = rng.uniform(size=(6, 10)).astype("float32")
+    for kwargs in ({}, {"m_plus": 0.8, "m_minus": 0.2, "down_weight": 0.25}):
+        np.testing.assert_allclose(
+            _numpy(capsule_ops.margin_loss(targets, lengths, **kwargs)),
+            numpy_reference.margin_loss(targets, lengths, **kwargs),
+            rtol=1e-5,
+            atol=1e-7,
+        )
+
+
+def test_mask_capsules_by_labels_and_by_length():
+    capsules = np.random.default_rng(4).normal(size=(3, 4, 2)).astype("float32")
+    labels = np.eye(4, dtype="float32")[[1, 0, 3]]
+    masked = _numpy(capsule_ops.mask_capsules(capsules, labels)).reshape(3, 4, 2)
+    np.testing.assert_array_equal(masked, capsules * labels[..., None])
+    longest = np.linalg.norm(capsules, axis=-1).argmax(axis=-1)
+    masked = _numpy(capsule_ops.mask_capsules(capsules)).reshape(3, 4, 2)
+    np.testing.assert_array_equal(
+        masked, capsules * np.eye(4, dtype="float32")[longest][..., None]
+    )
+
+
+def test_prediction_vectors_are_kernel_times_input():
+    rng = np.random.default_rng(5)
+    u = rng.normal(size=(2, 3, 4)).astype("float32")
+    kernel = rng.normal(size=(3, 5, 4, 6)).astype("float32")
+    predictions = _numpy(capsule_ops.capsule_predictions(u, kernel))
+    assert predictions.shape == (2, 5, 3, 6)
+    for i in range(3):
+        for j in range(5):
+            np.testing.assert_allclose(
+                predictions[:, j, i], u[:, i] @ kernel[i, j], rtol=1e-5, atol=1e-6
+            )
