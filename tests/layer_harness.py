@@ -99,7 +99,7 @@ def run_layer_test(
 
     # Nothing is baked in from the first batch: the functional model runs on
     # several batch sizes and gives per-example results.
-    model = keras.Model(symbolic_inputs, symbolic_output)
+    model = keras.Model(_single_or_list(symbolic_inputs), symbolic_output)
     full = _to_numpy(model(_single_or_list(inputs)))
     if batch > 1:
         first = _to_numpy(model(_single_or_list([x[:1] for x in inputs])))
@@ -109,6 +109,7 @@ def run_layer_test(
         _check_fit_step(model, inputs)
 
     # Saving and loading with no custom_objects.
+    full = _to_numpy(model(_single_or_list(inputs)))
     path = tmp_path / f"{layer_cls.__name__}.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path)
