@@ -72,8 +72,8 @@ def squash(x: Any, axis: int = -1, epsilon: float | None = None) -> Any:
     >>> import numpy as np
     >>> from keras_capsules.ops import squash
     >>> v = squash(np.array([[3.0, 4.0]], dtype="float32"))
-    >>> np.round(keras.ops.convert_to_numpy(v), 4).tolist()
-    [[0.5769, 0.7692]]
+    >>> [round(float(a), 4) for a in keras.ops.convert_to_numpy(v)[0]]
+    [0.5769, 0.7692]
     """
     epsilon = _check_epsilon(epsilon)
     x = ops.convert_to_tensor(x)
@@ -217,7 +217,10 @@ def mask_capsules(capsules: Any, labels: Any | None = None) -> Any:
         )
     labels = ops.cast(labels, capsules.dtype)
     masked = ops.multiply(capsules, ops.expand_dims(labels, axis=-1))
-    return ops.reshape(masked, (ops.shape(capsules)[0], -1))
+    num_capsules, capsule_dim = masked.shape[-2], masked.shape[-1]
+    if num_capsules is None or capsule_dim is None:
+        return ops.reshape(masked, (ops.shape(masked)[0], -1))
+    return ops.reshape(masked, (-1, num_capsules * capsule_dim))
 
 
 def margin_loss(
@@ -250,7 +253,8 @@ def margin_loss(
     >>> from keras_capsules.ops import margin_loss
     >>> y_true = np.array([[0.0, 1.0]], dtype="float32")
     >>> y_pred = np.array([[0.3, 0.8]], dtype="float32")
-    >>> np.round(keras.ops.convert_to_numpy(margin_loss(y_true, y_pred)), 4).tolist()
+    >>> loss = keras.ops.convert_to_numpy(margin_loss(y_true, y_pred))
+    >>> [round(float(a), 4) for a in loss]
     [0.03]
     """
     y_pred = ops.convert_to_tensor(y_pred)

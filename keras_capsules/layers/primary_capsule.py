@@ -164,7 +164,16 @@ class PrimaryCapsule(keras.layers.Layer):
             features = features + ops.reshape(self.bias, bias_shape)
         if self.data_format == "channels_first":
             features = ops.transpose(features, (0, 2, 3, 1))
-        capsules = ops.reshape(features, (ops.shape(features)[0], -1, self.capsule_dim))
+        # A static capsule count keeps shapes known inside traced graphs
+        # (tf.function), where the batch size is not.
+        height, width = features.shape[1], features.shape[2]
+        if height is None or width is None:
+            capsules = ops.reshape(
+                features, (ops.shape(features)[0], -1, self.capsule_dim)
+            )
+        else:
+            num_capsules = height * width * self.num_capsules
+            capsules = ops.reshape(features, (-1, num_capsules, self.capsule_dim))
         return capsule_ops.squash(capsules)
 
     def _output_spatial_shape(
