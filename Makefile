@@ -13,7 +13,7 @@ BACKENDS ?= tensorflow torch jax
 MNIST ?= ../shared/data/mnist.npz
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint typecheck test-backends example docs bench clean
+.PHONY: venv test lint typecheck test-backends example docs docs-serve docs-check bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,11 +40,19 @@ test-backends: venv
 
 test: lint typecheck test-backends
 
+# Without a local copy the example falls back to keras.datasets.mnist.load_data().
 example: venv
-	$(PY) examples/capsnet_mnist.py --data $(MNIST) --epochs 2 --train-samples 2000 --output-dir runs/example
+	$(PY) examples/capsnet_mnist.py $(if $(wildcard $(MNIST)),--data $(MNIST),) \
+		--epochs 2 --train-samples 2000 --output-dir runs/example
 
 docs: venv
 	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: venv
+	$(VENV)/bin/mkdocs serve
+
+docs-check: docs
+	$(PY) scripts/docs/check_site.py --site site --out site-screenshots
 
 bench: venv
 	$(PY) benchmarks/benchmark.py
