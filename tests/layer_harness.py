@@ -61,10 +61,12 @@ def run_layer_test(
     # Config round trip and serialization.
     layer = layer_cls(**init_kwargs)
     config = layer.get_config()
-    for key, value in init_kwargs.items():
+    for key in init_kwargs:
         assert key in config, f"get_config() lacks the argument {key!r}: {config}"
     revived = layer_cls.from_config(config)
-    assert revived.get_config() == config, "from_config(get_config()) changed the config"
+    assert revived.get_config() == config, (
+        "from_config(get_config()) changed the config"
+    )
     serialized = keras.saving.serialize_keras_object(layer)
     deserialized = keras.saving.deserialize_keras_object(serialized)
     assert type(deserialized) is layer_cls, type(deserialized)
@@ -156,7 +158,9 @@ def _check_mixed_precision(
     ]
     layer.build(_single_or_list([tuple(x.shape) for x in inputs]))
     for weight in layer.weights:
-        assert weight.dtype == "float32", f"{weight.path} is {weight.dtype} under {policy}"
+        assert weight.dtype == "float32", (
+            f"{weight.path} is {weight.dtype} under {policy}"
+        )
     reference_layer = reference_model.layers[-1]
     layer.set_weights(reference_layer.get_weights())
     output = layer(_single_or_list(cast_inputs))

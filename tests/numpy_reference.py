@@ -90,6 +90,8 @@ def conv2d_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, stride: in
     out = np.zeros((batch, out_h, out_w, filters))
     for y in range(out_h):
         for x_pos in range(out_w):
-            patch = x[:, y * stride : y * stride + kh, x_pos * stride : x_pos * stride + kw]
+            patch = x[
+                :, y * stride : y * stride + kh, x_pos * stride : x_pos * stride + kw
+            ]
             out[:, y, x_pos] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
     return out + bias

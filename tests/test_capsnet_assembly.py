@@ -41,7 +41,8 @@ def test_paper_capsnet_gradients_are_finite_and_reach_every_weight():
     def loss_fn(targets, outputs):
         lengths, reconstruction = outputs
         squared_error = keras.ops.sum(
-            keras.ops.square(reconstruction - keras.ops.reshape(targets[1], (2, -1))), -1
+            keras.ops.square(reconstruction - keras.ops.reshape(targets[1], (2, -1))),
+            -1,
         )
         return margin(targets[0], lengths) + 0.0005 * keras.ops.mean(squared_error)
 
@@ -53,7 +54,9 @@ def test_paper_capsnet_gradients_are_finite_and_reach_every_weight():
 
 
 def _small_images(batch):
-    return np.random.default_rng(batch).uniform(size=(batch, 12, 12, 1)).astype("float32")
+    return (
+        np.random.default_rng(batch).uniform(size=(batch, 12, 12, 1)).astype("float32")
+    )
 
 
 def test_components_work_in_a_sequential_model_with_any_batch_size(tmp_path):

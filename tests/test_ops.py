@@ -19,7 +19,9 @@ def test_squash_matches_reference():
     rng = np.random.default_rng(0)
     s = rng.normal(scale=2.0, size=(4, 6, 8)).astype("float32")
     expected = numpy_reference.squash(s)
-    np.testing.assert_allclose(_numpy(capsule_ops.squash(s)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _numpy(capsule_ops.squash(s)), expected, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_squash_other_axis_matches_reference():
@@ -69,7 +71,9 @@ def test_routing_matches_procedure_1(iterations):
     weights = rng.normal(scale=0.5, size=(12, 5, 4, 6)).astype("float32")
     expected_v, expected_c = numpy_reference.dynamic_routing(u, weights, iterations)
     predictions = capsule_ops.capsule_predictions(u, weights)
-    v, c = capsule_ops.routing_by_agreement(predictions, iterations, return_coupling=True)
+    v, c = capsule_ops.routing_by_agreement(
+        predictions, iterations, return_coupling=True
+    )
     np.testing.assert_allclose(_numpy(v), expected_v, rtol=1e-4, atol=1e-6)
     # The package stores couplings as (batch, out, in); the reference as (batch, in, out).
     np.testing.assert_allclose(

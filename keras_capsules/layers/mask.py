@@ -44,8 +44,10 @@ class Mask(keras.layers.Layer):
     def _split_shapes(
         self, input_shape: Any
     ) -> tuple[tuple[int | None, ...], tuple[int | None, ...] | None]:
-        if isinstance(input_shape, (list, tuple)) and input_shape and isinstance(
-            input_shape[0], (list, tuple)
+        if (
+            isinstance(input_shape, (list, tuple))
+            and input_shape
+            and isinstance(input_shape[0], (list, tuple))
         ):
             if len(input_shape) != 2:
                 raise ValueError(

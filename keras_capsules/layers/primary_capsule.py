@@ -160,7 +160,9 @@ class PrimaryCapsule(keras.layers.Layer):
             data_format=self.data_format,
         )
         if self.use_bias:
-            bias_shape = (1, 1, 1, -1) if self.data_format == "channels_last" else (1, -1, 1, 1)
+            bias_shape = (
+                (1, 1, 1, -1) if self.data_format == "channels_last" else (1, -1, 1, 1)
+            )
             features = features + ops.reshape(self.bias, bias_shape)
         if self.data_format == "channels_first":
             features = ops.transpose(features, (0, 2, 3, 1))
@@ -183,7 +185,7 @@ class PrimaryCapsule(keras.layers.Layer):
             spatial = input_shape[1:3]
         else:
             spatial = input_shape[2:4]
-        output = []
+        output: list[int | None] = []
         for size, kernel, stride in zip(spatial, self.kernel_size, self.strides):
             if size is None:
                 output.append(None)

@@ -65,7 +65,11 @@ class MarginLoss(keras.losses.Loss):
             ("m_minus", m_minus),
             ("down_weight", down_weight),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or value < 0
+            ):
                 raise ValueError(
                     f"Received an invalid value for `{argument}`, expected a "
                     f"non-negative number. Received: {argument}={value!r}"

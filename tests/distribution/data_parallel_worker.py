@@ -58,7 +58,9 @@ def main() -> None:
     single_shardings = len(seen_shardings)
 
     devices = keras.distribution.list_devices()
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices)
+    )
     parallel = train(build_model(), initial, x, y)
 
     sharding = seen_shardings[single_shardings]

@@ -21,7 +21,10 @@ pytestmark = pytest.mark.slow
 )
 def test_batch_is_sharded_and_training_matches_one_device():
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "distribution" / "data_parallel_worker.py")],
+        [
+            sys.executable,
+            str(REPO_ROOT / "tests" / "distribution" / "data_parallel_worker.py"),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -56,7 +56,9 @@ def test_without_labels_the_longest_capsule_is_kept():
 
 def test_labels_that_do_not_match_the_capsule_count_are_rejected():
     labels = np.eye(5, dtype="float32")[[0, 1, 2]]
-    with pytest.raises(ValueError, match=r"\(3, 4\).*\(3, 4, 2\).*labels.shape=\(3, 5\)"):
+    with pytest.raises(
+        ValueError, match=r"\(3, 4\).*\(3, 4, 2\).*labels.shape=\(3, 5\)"
+    ):
         Mask()([_capsules(), labels])
 
 

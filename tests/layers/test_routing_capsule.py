@@ -13,9 +13,9 @@ def test_layer_contract(tmp_path):
     run_layer_test(
         RoutingCapsule,
         {"num_capsules": 3, "capsule_dim": 4, "routing_iterations": 3},
-        numpy_reference.squash(
-            np.random.default_rng(0).normal(size=(4, 6, 5))
-        ).astype("float32"),
+        numpy_reference.squash(np.random.default_rng(0).normal(size=(4, 6, 5))).astype(
+            "float32"
+        ),
         expected_output_shape=(4, 3, 4),
         expected_num_trainable_weights=1,
         tmp_path=tmp_path,
@@ -49,7 +49,9 @@ def test_routing_state_is_per_example():
     u = u.astype("float32")
     layer = RoutingCapsule(3, 4)
     together = keras.ops.convert_to_numpy(layer(u))
-    alone = np.concatenate([keras.ops.convert_to_numpy(layer(u[i : i + 1])) for i in range(5)])
+    alone = np.concatenate(
+        [keras.ops.convert_to_numpy(layer(u[i : i + 1])) for i in range(5)]
+    )
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
 
 

@@ -48,7 +48,9 @@ def test_config_round_trip_and_serialization():
     loss = MarginLoss(m_plus=0.8, m_minus=0.2, down_weight=0.4, name="margin")
     config = loss.get_config()
     assert config["m_plus"] == 0.8 and config["down_weight"] == 0.4
-    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    revived = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(loss)
+    )
     assert isinstance(revived, MarginLoss) and revived.get_config() == config
 
 
@@ -64,7 +66,9 @@ def test_model_compiled_with_it_saves_and_loads(tmp_path):
 
 def test_shape_mismatch_is_a_value_error_with_both_shapes():
     y_true, y_pred = _batch()
-    with pytest.raises(ValueError, match=r"y_true.shape=\(8, 9\), y_pred.shape=\(8, 10\)"):
+    with pytest.raises(
+        ValueError, match=r"y_true.shape=\(8, 9\), y_pred.shape=\(8, 10\)"
+    ):
         MarginLoss()(y_true[:, :9], y_pred)
 
 

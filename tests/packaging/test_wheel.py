@@ -7,11 +7,11 @@ import re
 import subprocess
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import keras_capsules
 from tests.conftest import REPO_ROOT
@@ -25,8 +25,18 @@ def wheel(tmp_path_factory) -> Path:
     # No build isolation: the build backend is already here, and CI has no
     # reason to fetch setuptools again for every run.
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO_ROOT), "--no-deps",
-         "--no-build-isolation", "-q", "-w", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(REPO_ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+        ],
         check=True,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
@@ -40,10 +50,17 @@ def test_wheel_is_named_after_the_version(wheel):
 
 def test_wheel_holds_the_package_and_its_metadata_only(wheel):
     names = zipfile.ZipFile(wheel).namelist()
-    outside = [n for n in names if not n.startswith(("keras_capsules/", "keras_capsules-"))]
+    outside = [
+        n for n in names if not n.startswith(("keras_capsules/", "keras_capsules-"))
+    ]
     assert outside == [], f"unexpected files in the wheel: {outside}"
     assert "keras_capsules/py.typed" in names
-    for module in ("__init__.py", "ops.py", "layers/routing_capsule.py", "losses/margin_loss.py"):
+    for module in (
+        "__init__.py",
+        "ops.py",
+        "layers/routing_capsule.py",
+        "losses/margin_loss.py",
+    ):
         assert f"keras_capsules/{module}" in names
     assert not [n for n in names if re.search(r"(^|/)(tests?|docs|examples)/", n)]
 
@@ -65,15 +82,32 @@ def test_wheel_metadata_is_fit_for_an_index(wheel):
 
 def test_installed_wheel_imports_from_a_fresh_venv(wheel, tmp_path):
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True
+    )
     python = venv / "bin" / "python"
     target = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        [
+            str(python),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", target,
-         str(wheel)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            target,
+            str(wheel),
+        ],
         check=True,
     )
     # The fresh venv sees the wheel first and this environment's packages
@@ -84,11 +118,18 @@ def test_installed_wheel_imports_from_a_fresh_venv(wheel, tmp_path):
         "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow"),
     }
     result = subprocess.run(
-        [str(python), "-c",
-         "import keras_capsules, keras; print(keras_capsules.__file__); "
-         "print(keras_capsules.__version__); print(keras.backend.backend()); "
-         "print(keras_capsules.RoutingCapsule(2, 3).get_config()['capsule_dim'])"],
-        check=True, capture_output=True, text=True, env=env, cwd=tmp_path,
+        [
+            str(python),
+            "-c",
+            "import keras_capsules, keras; print(keras_capsules.__file__); "
+            "print(keras_capsules.__version__); print(keras.backend.backend()); "
+            "print(keras_capsules.RoutingCapsule(2, 3).get_config()['capsule_dim'])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     file, version, backend, capsule_dim = result.stdout.split()
     assert file.startswith(target), file
