@@ -1,0 +1,165 @@
+"""The plots make real PNGs: signature, size, content, axes layout."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from keras_capsules.models import CapsNet
+from keras_capsules.visualization import (
+    class_capsules,
+    perturb_capsule,
+    plot_history,
+    plot_perturbations,
+    plot_reconstructions,
+)
+from tests.visualization.png import assert_png_with_content
+
+pytest.importorskip("matplotlib")
+
+SMALL = dict(
+    input_shape=(20, 20, 1),
+    num_classes=3,
+    conv_filters=8,
+    primary_capsules=4,
+    primary_capsule_dim=4,
+    capsule_dim=6,
+    decoder_units=(16,),
+)
+
+
+def _digits(count: int, size: int = 20) -> np.ndarray:
+    """Bright bars on black, one position per image: images with content."""
+    images = np.zeros((count, size, size, 1), "float32")
+    for i in range(count):
+        images[i, 3:-3, 2 + i % (size - 4)] = 1.0
+    return images
+
+
+def test_reconstructions_grid_and_png(tmp_path):
+    images = _digits(12)
+    path = tmp_path / "out" / "reconstructions.png"
+
+    figure = plot_reconstructions(images, images[:, ::-1], path, max_images=8)
+
+    assert len(figure.axes) == 16
+    assert figure.axes[0].get_ylabel() == "input"
+    assert figure.axes[8].get_ylabel() == "reconstruction"
+    pixels = assert_png_with_content(path, min_width=500)
+    assert pixels.shape[1] > pixels.shape[0]  # a wide two-row strip
+
+
+def test_reconstructions_accept_uint8_without_channel_axis(tmp_path):
+    images = (_digits(3)[..., 0] * 255).astype("uint8")
+    figure = plot_reconstructions(images, images, tmp_path / "r.png")
+    assert len(figure.axes) == 6
+    shown = figure.axes[0].get_images()[0].get_array()
+    assert float(np.max(shown)) == 1.0
+
+
+def test_reconstructions_reject_mismatched_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        plot_reconstructions(_digits(3), _digits(2))
+    with pytest.raises(ValueError, match="images.shape"):
+        plot_reconstructions(np.zeros((2, 5)), np.zeros((2, 5)))
+
+
+def test_perturbations_are_a_dims_by_deltas_grid(tmp_path):
+    model = CapsNet(**SMALL)
+    kernel = model.class_capsule.kernel
+    kernel.assign(np.random.default_rng(0).normal(size=kernel.shape).astype("float32"))
+    path = tmp_path / "perturbations.png"
+
+    figure = plot_perturbations(model, _digits(1)[0], path)
+
+    assert len(figure.axes) == 6 * 11
+    titles = [axes.get_title() for axes in figure.axes[:11]]
+    assert titles[0] == "-0.25" and titles[5] == "+0.00" and titles[-1] == "+0.25"
+    assert_png_with_content(path)
+
+
+def test_perturbations_of_the_paper_model_have_16_rows_of_11():
+    model = CapsNet()
+    figure = plot_perturbations(model, np.zeros((1, 28, 28, 1), "float32"))
+    assert len(figure.axes) == 16 * 11
+    rows = {round(axes.get_position().y0, 4) for axes in figure.axes}
+    assert len(rows) == 16
+
+
+def test_perturbations_need_a_capsnet_with_decoder():
+    with pytest.raises(ValueError, match="decoder=False"):
+        plot_perturbations(CapsNet(**SMALL, decoder=False), _digits(1)[0])
+    with pytest.raises(ValueError, match="CapsNet"):
+        plot_perturbations(object(), _digits(1)[0])
+    with pytest.raises(ValueError, match="image.shape"):
+        plot_perturbations(CapsNet(**SMALL), np.zeros((2, 20, 20, 1)))
+
+
+def test_perturb_capsule_shifts_one_dimension_per_row():
+    capsules = np.arange(6, dtype="float32").reshape(2, 3)
+    perturbed, labels = perturb_capsule(capsules, 1, [-0.5, 0.5])
+    assert perturbed.shape == (6, 2, 3)
+    np.testing.assert_array_equal(labels, np.tile([[0.0, 1.0]], (6, 1)))
+    difference = perturbed - capsules
+    np.testing.assert_allclose(difference[:, 0], 0.0)
+    np.testing.assert_allclose(difference[2, 1], [0.0, -0.5, 0.0])
+    np.testing.assert_allclose(difference[5, 1], [0.0, 0.0, 0.5])
+    with pytest.raises(ValueError, match="class_index"):
+        perturb_capsule(capsules, 2, [0.1])
+
+
+def test_class_capsules_in_batches_match_one_pass():
+    model = CapsNet(**SMALL)
+    images = _digits(5)
+    capsules, coupling = class_capsules(
+        model, images, batch_size=2, return_coupling=True
+    )
+    assert capsules.shape == (5, 3, 6) and coupling.shape == (5, 3, 16)
+    np.testing.assert_allclose(capsules, class_capsules(model, images), atol=1e-6)
+
+
+def test_history_has_loss_and_accuracy_axes(tmp_path):
+    history = {
+        "loss": [0.5, 0.3, 0.2],
+        "lengths_loss": [0.4, 0.25, 0.15],
+        "lengths_accuracy": [0.5, 0.8, 0.9],
+        "val_lengths_accuracy": [0.4, 0.7, 0.85],
+        "learning_rate": [1e-3, 9e-4, 8.1e-4],
+    }
+    path = tmp_path / "history.png"
+
+    figure = plot_history(history, path)
+
+    loss_axes, accuracy_axes = figure.axes
+    assert [line.get_label() for line in loss_axes.get_lines()] == [
+        "loss",
+        "lengths_loss",
+    ]
+    assert loss_axes.get_yscale() == "log"
+    lines = accuracy_axes.get_lines()
+    assert [line.get_linestyle() for line in lines] == ["-", "--"]
+    assert lines[0].get_color() == lines[1].get_color()
+    np.testing.assert_array_equal(lines[0].get_xdata(), [1, 2, 3])
+    assert_png_with_content(path, min_width=400)
+
+
+def test_history_accepts_a_keras_history_and_rejects_empty():
+    class History:
+        history = {"loss": [1.0, 0.5]}
+
+    assert len(plot_history(History()).axes) == 1
+    with pytest.raises(ValueError, match="History"):
+        plot_history({})
+
+
+def test_missing_matplotlib_names_the_extra(monkeypatch):
+    for module in (
+        "matplotlib",
+        "matplotlib.figure",
+        "matplotlib.backends.backend_agg",
+    ):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError, match=r"pip install keras-capsules\[examples\]"):
+        plot_history({"loss": [1.0]})
