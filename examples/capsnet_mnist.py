@@ -131,6 +131,21 @@ def random_shift(images: Any, max_shift: int, rng: Any) -> Any:
     return shifted
 
 
+def training_batch(
+    images: Any, labels: Any, args: argparse.Namespace, epoch: int, index: int
+) -> tuple[Any, Any]:
+    """Batch `index` of `epoch`: shuffled, then randomly shifted.
+
+    Seeded by (seed, epoch, batch), so a batch is the same whatever order
+    or thread it is fetched in, and `reference_torch_capsnet.py` trains on
+    exactly the same batches.
+    """
+    order = np.random.default_rng((args.seed, epoch)).permutation(len(images))
+    batch = order[index * args.batch_size : (index + 1) * args.batch_size]
+    rng = np.random.default_rng((args.seed, epoch, index))
+    return random_shift(images[batch], args.shift, rng), labels[batch]
+
+
 def shifted_batches(images: Any, labels: Any, args: argparse.Namespace) -> Any:
     """A `PyDataset` of shuffled, shifted batches `((x, y), (y, x))`.
 
@@ -145,25 +160,16 @@ def shifted_batches(images: Any, labels: Any, args: argparse.Namespace) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.epoch = 0
-            self.order = np.random.default_rng(args.seed).permutation(len(images))
 
         def __len__(self) -> int:
             return math.ceil(len(images) / args.batch_size)
 
         def __getitem__(self, index: int) -> Any:
-            batch = self.order[index * args.batch_size : (index + 1) * args.batch_size]
-            # Seeded by (seed, epoch, batch): the same shifts whatever order
-            # or thread the batches are fetched in.
-            rng = np.random.default_rng((args.seed, self.epoch, index))
-            x = random_shift(images[batch], args.shift, rng)
-            y = labels[batch]
+            x, y = training_batch(images, labels, args, self.epoch, index)
             return (x, y), (y, x)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
-            self.order = np.random.default_rng((args.seed, self.epoch)).permutation(
-                len(images)
-            )
 
     return ShiftedBatches()
 
