@@ -1,0 +1,72 @@
+"""Gradients in tests, on whichever backend this process runs.
+
+Keras has no public gradient op, so the tests branch on the backend here
+(the package itself never does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+
+def value_and_grads(
+    fn: Callable[..., Any], arrays: Sequence[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The value of a scalar `fn(*tensors)` and its gradient for each input.
+
+    `fn` receives backend tensors made from `arrays` and must return a
+    scalar tensor. Returns NumPy arrays.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(tensors)
+            value = fn(*tensors)
+        grads = tape.gradient(value, tensors)
+    elif backend == "torch":
+        import torch
+
+        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+        value = fn(*tensors)
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+    elif backend == "jax":
+        import jax
+
+        # One compiled function instead of one compilation per primitive.
+        value_and_grad = jax.value_and_grad(fn, argnums=tuple(range(len(arrays))))
+        value, grads = jax.jit(value_and_grad)(*arrays)
+    else:
+        raise NotImplementedError(f"No gradient helper for backend {backend!r}")
+    grads = [
+        np.zeros_like(a) if g is None else keras.ops.convert_to_numpy(g)
+        for a, g in zip(arrays, grads)
+    ]
+    return keras.ops.convert_to_numpy(value), grads
+
+
+def central_differences(
+    fn: Callable[..., float], arrays: Sequence[np.ndarray], step: float = 1e-6
+) -> list[np.ndarray]:
+    """Central finite differences of a scalar NumPy `fn` in float64."""
+    arrays = [np.array(a, dtype="float64") for a in arrays]
+    grads = []
+    for a in arrays:
+        grad = np.zeros_like(a)
+        flat, grad_flat = a.reshape(-1), grad.reshape(-1)
+        for k in range(flat.size):
+            original = flat[k]
+            flat[k] = original + step
+            upper = fn(*arrays)
+            flat[k] = original - step
+            lower = fn(*arrays)
+            flat[k] = original
+            grad_flat[k] = (upper - lower) / (2 * step)
+        grads.append(grad)
+    return grads
