@@ -1,0 +1,395 @@
+"""Makes the figures of the Concepts page (docs/concepts.md).
+
+Every curve is computed with the package's own functions:
+
+- `squash.png`: output length of `keras_capsules.ops.squash` against input
+  length (eq. 1 of Sabour et al., 2017);
+- `margin_loss.png`: the two terms of `keras_capsules.ops.margin_loss`
+  against capsule length (eq. 4);
+- `coupling.png`: coupling coefficients of a trained CapsNet on real MNIST
+  test digits, computed with `keras_capsules.ops.capsule_predictions` and
+  `keras_capsules.ops.routing_by_agreement(..., return_coupling=True)` for
+  1, 2 and 3 routing iterations;
+- `coupling.json`: the numbers behind `coupling.png`.
+
+The trained model is either a `.keras` file that holds a `RoutingCapsule`
+layer (`--model`, e.g. the `capsnet.keras` written by
+`examples/capsnet_mnist.py`), or, without `--model`, a small CapsNet built
+from the public layers and trained here for a minute or two on CPU.
+
+    python scripts/docs/make_figures.py --data ../shared/data/mnist.npz
+    python scripts/docs/make_figures.py --data ../shared/data/mnist.npz \\
+        --model runs/example/capsnet.keras
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras  # noqa: E402
+
+import keras_capsules  # noqa: E402
+from keras_capsules import ops as capsule_ops  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ITERATIONS = (1, 2, 3)
+COLORS = ("#b39ddb", "#7e57c2", "#4527a0")
+
+
+def _savefig(fig: plt.Figure, path: Path) -> None:
+    # No timestamps in the metadata, so unchanged figures give unchanged files.
+    fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+
+
+def squash_figure(out_dir: Path) -> None:
+    """Output length of squash against input length, with the two regimes."""
+    lengths = np.linspace(0.0, 5.0, 501, dtype="float32")
+    # Vectors of the given lengths along a fixed direction in 8 dimensions.
+    direction = np.ones(8, dtype="float32") / np.sqrt(8.0)
+    vectors = lengths[:, None] * direction[None, :]
+    squashed = capsule_ops.squash(vectors)
+    output_lengths = keras.ops.convert_to_numpy(capsule_ops.capsule_length(squashed))
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(lengths, output_lengths, color=COLORS[2], lw=2.2, label=r"$\|v\|$ (squash)")
+    ax.plot(
+        lengths[lengths <= 1.2],
+        np.square(lengths[lengths <= 1.2]),
+        color="0.45",
+        ls="--",
+        lw=1.2,
+        label=r"$\|s\|^2$ (short vectors)",
+    )
+    ax.axhline(1.0, color="0.45", ls=":", lw=1.2, label="1 (long vectors)")
+    ax.set_xlabel(r"input length $\|s\|$")
+    ax.set_ylabel(r"output length $\|v\|$")
+    ax.set_xlim(0, 5)
+    ax.set_ylim(0, 1.08)
+    ax.set_title("squash keeps the direction and maps the length into [0, 1)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    _savefig(fig, out_dir / "squash.png")
+
+
+def margin_loss_figure(out_dir: Path) -> None:
+    """The present-class and absent-class terms of eq. 4 against length."""
+    lengths = np.linspace(0.0, 1.0, 401, dtype="float32")[:, None]
+    present = capsule_ops.margin_loss(np.ones_like(lengths), lengths)
+    absent = capsule_ops.margin_loss(np.zeros_like(lengths), lengths)
+    present = keras.ops.convert_to_numpy(present)
+    absent = keras.ops.convert_to_numpy(absent)
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    x = lengths[:, 0]
+    ax.plot(x, present, color=COLORS[2], lw=2.2, label=r"class present: $\max(0, m^+ - \|v_k\|)^2$")
+    ax.plot(
+        x,
+        absent,
+        color="#ff8f00",
+        lw=2.2,
+        label=r"class absent: $\lambda \max(0, \|v_k\| - m^-)^2$",
+    )
+    ax.axvline(0.9, color=COLORS[2], ls=":", lw=1.2, label=r"$m^+ = 0.9$")
+    ax.axvline(0.1, color="#ff8f00", ls=":", lw=1.2, label=r"$m^- = 0.1$")
+    ax.set_xlabel(r"capsule length $\|v_k\|$")
+    ax.set_ylabel(r"loss term $L_k$")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 0.85)
+    ax.set_title(r"margin loss terms ($m^+ = 0.9$, $m^- = 0.1$, $\lambda = 0.5$)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    _savefig(fig, out_dir / "margin_loss.png")
+
+
+def load_mnist(path: Path) -> tuple[np.ndarray, ...]:
+    with np.load(path) as data:
+        x_train = data["x_train"].astype("float32")[..., None] / 255.0
+        x_test = data["x_test"].astype("float32")[..., None] / 255.0
+        return x_train, data["y_train"].astype("int64"), x_test, data["y_test"].astype(
+            "int64"
+        )
+
+
+def train_small_capsnet(
+    x_train: np.ndarray, y_train: np.ndarray, samples: int, epochs: int, seed: int
+) -> keras.Model:
+    """A CapsNet smaller than the paper's (64 conv filters, 16 capsule types)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(64, 9, activation="relu")(inputs)
+    x = keras_capsules.layers.PrimaryCapsule(16, 8, kernel_size=9, strides=2)(x)
+    x = keras_capsules.layers.RoutingCapsule(10, 16, routing_iterations=3)(x)
+    lengths = keras_capsules.layers.Length()(x)
+    model = keras.Model(inputs, lengths, name="small_capsnet")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras_capsules.losses.MarginLoss(),
+        metrics=["accuracy"],
+    )
+    labels = keras.utils.to_categorical(y_train[:samples], 10)
+    start = time.perf_counter()
+    model.fit(x_train[:samples], labels, batch_size=64, epochs=epochs, verbose=2)
+    print(f"trained in {time.perf_counter() - start:.0f} s")
+    return model
+
+
+def find_routing_layer(model: keras.Model) -> keras_capsules.layers.RoutingCapsule:
+    found = [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras_capsules.layers.RoutingCapsule)
+    ]
+    if len(found) != 1:
+        raise ValueError(f"Expected one RoutingCapsule layer, found {len(found)}")
+    return found[0]
+
+
+def routing_inputs(model: keras.Model, layer: keras.layers.Layer, x: np.ndarray) -> np.ndarray:
+    """The input capsules of `layer` for images `x`, for any kind of model.
+
+    The layer's `call` is wrapped for the duration of an eager forward pass,
+    so this works for functional and subclassed models alike.
+    """
+    captured = []
+    original_call = layer.call
+
+    def capturing_call(inputs, *args, **kwargs):
+        captured.append(keras.ops.convert_to_numpy(inputs))
+        return original_call(inputs, *args, **kwargs)
+
+    layer.call = capturing_call
+    try:
+        inputs = x
+        # A CapsNet that also takes labels for its decoder: give it zeros.
+        if len(getattr(model, "inputs", None) or []) == 2:
+            inputs = [x, np.zeros((len(x), 10), "float32")]
+        model(inputs, training=False)
+    finally:
+        layer.call = original_call
+    return captured[-1]
+
+
+def coupling_statistics(
+    model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 50
+) -> dict[int, dict[str, np.ndarray]]:
+    """Coupling coefficients of every test digit, for r in ITERATIONS.
+
+    Per routing iteration count r:
+
+    - `class_coupling[n, j]`: the mean over primary capsules i of c[i, j],
+      weighted by the length of u_i (an inactive primary capsule's coupling
+      carries nothing);
+    - `lengths[n, j]`: the length of digit capsule j;
+    - `top_share[n]`: the length-weighted share of primary capsules whose
+      largest coupling goes to the true class;
+    - `true_coupling[n, i]` and `weights[n, i]`: c[i, true class] and the
+      normalised length of u_i, for the histogram.
+    """
+    layer = find_routing_layer(model)
+    kernel = keras.ops.convert_to_tensor(layer.kernel)
+    keys = ("class_coupling", "lengths", "top_share", "true_coupling", "weights")
+    result = {r: {key: [] for key in keys} for r in ITERATIONS}
+    for start in range(0, len(x), batch_size):
+        truth = y[start : start + batch_size]
+        u = routing_inputs(model, layer, x[start : start + batch_size])
+        weights = np.linalg.norm(u, axis=-1)  # (batch, input_num_capsules)
+        weights = weights / weights.sum(axis=1, keepdims=True)
+        predictions = capsule_ops.capsule_predictions(u, kernel)
+        for r in ITERATIONS:
+            v, c = capsule_ops.routing_by_agreement(
+                predictions, routing_iterations=r, return_coupling=True
+            )
+            c = keras.ops.convert_to_numpy(c)  # (batch, num_capsules, input_num_capsules)
+            stats = result[r]
+            stats["class_coupling"].append(np.einsum("bji,bi->bj", c, weights))
+            stats["lengths"].append(
+                keras.ops.convert_to_numpy(capsule_ops.capsule_length(v))
+            )
+            # With r = 1 every coupling is exactly 1/10: no capsule prefers a class.
+            top = (c.argmax(axis=1) == truth[:, None]) & (c.max(axis=1) > c.min(axis=1))
+            stats["top_share"].append((top * weights).sum(axis=1))
+            stats["true_coupling"].append(c[np.arange(len(truth)), truth])
+            stats["weights"].append(weights)
+    return {r: {k: np.concatenate(v) for k, v in stats.items()} for r, stats in result.items()}
+
+
+def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, q: list[float]) -> list[float]:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    cumulative /= cumulative[-1]
+    return [float(values[order][np.searchsorted(cumulative, p / 100)]) for p in q]
+
+
+def coupling_figure(
+    x: np.ndarray, y: np.ndarray, stats: dict, out_dir: Path, source: str
+) -> dict:
+    n = len(y)
+    num_classes = stats[ITERATIONS[0]]["class_coupling"].shape[1]
+    uniform = 1.0 / num_classes
+    truth = np.eye(num_classes, dtype=bool)[y]
+    summary = {"source": source, "num_test_digits": int(n), "iterations": {}}
+    for r in ITERATIONS:
+        cc = stats[r]["class_coupling"]
+        p5, p50, p95 = _weighted_percentiles(
+            stats[r]["true_coupling"].ravel(), stats[r]["weights"].ravel(), [5, 50, 95]
+        )
+        summary["iterations"][str(r)] = {
+            "accuracy": float((stats[r]["lengths"].argmax(1) == y).mean()),
+            "coupling_to_true_class": float(cc[truth].mean()),
+            "coupling_to_each_other_class": float(cc[~truth].mean()),
+            "share_routed_mostly_to_true_class": float(stats[r]["top_share"].mean()),
+            "true_class_coupling_percentiles_5_50_95": [p5, p50, p95],
+        }
+
+    examples = [int(np.flatnonzero(y == digit)[0]) for digit in (3, 7, 4, 9)]
+    fig = plt.figure(figsize=(12.5, 6.6))
+    grid = fig.add_gridspec(
+        2, 6, height_ratios=(0.8, 1.2), width_ratios=(1, 1, 1, 1, 0.15, 1.5)
+    )
+    shown = ITERATIONS[1:]  # r = 1 is exactly uniform: nothing to show
+    limit = max(
+        abs(stats[r]["class_coupling"][i] - uniform).max() for r in shown for i in examples
+    )
+    for column, index in enumerate(examples):
+        image_ax = fig.add_subplot(grid[0, column])
+        image_ax.imshow(x[index, ..., 0], cmap="gray_r")
+        image_ax.set_title(f"test digit #{index}: a {y[index]}", fontsize=9)
+        image_ax.axis("off")
+        bars_ax = fig.add_subplot(grid[1, column])
+        width = 0.4
+        for k, r in enumerate(shown):
+            deviation = 100 * (stats[r]["class_coupling"][index] - uniform)
+            bars = bars_ax.bar(
+                np.arange(num_classes) + (k - 0.5) * width,
+                deviation,
+                width=width,
+                color=COLORS[k + 1],
+                label=f"r = {r}",
+            )
+            bars[y[index]].set_edgecolor("#ff8f00")
+            bars[y[index]].set_linewidth(1.5)
+        bars_ax.axhline(0, color="0.3", lw=0.8)
+        bars_ax.set_xticks(range(num_classes))
+        bars_ax.set_ylim(-110 * limit, 110 * limit)
+        bars_ax.set_xlabel("digit capsule j", fontsize=9)
+        bars_ax.tick_params(labelsize=8)
+        if column == 0:
+            bars_ax.set_ylabel(
+                "mean coupling $c_{ij}$ minus 1/10\n(percentage points)", fontsize=9
+            )
+            bars_ax.legend(fontsize=8, loc="lower left")
+
+    hist_ax = fig.add_subplot(grid[0, 5])
+    for k, r in enumerate(shown):
+        hist_ax.hist(
+            stats[r]["true_coupling"].ravel(),
+            bins=60,
+            weights=stats[r]["weights"].ravel() / n,
+            histtype="step",
+            lw=1.6,
+            color=COLORS[k + 1],
+            label=f"r = {r}",
+        )
+    hist_ax.axvline(uniform, color="0.3", ls=":", lw=1.2, label="r = 1 (all 1/10)")
+    hist_ax.set_xlabel("coupling $c_{ij}$ to the true class j", fontsize=9)
+    hist_ax.set_yticks([])
+    hist_ax.set_title(f"primary capsules of {n} test digits\n(weighted by length)", fontsize=9)
+    hist_ax.legend(fontsize=8)
+    hist_ax.tick_params(labelsize=8)
+
+    share_ax = fig.add_subplot(grid[1, 5])
+    shares = [summary["iterations"][str(r)]["share_routed_mostly_to_true_class"] for r in ITERATIONS]
+    positions = np.arange(len(ITERATIONS))
+    share_ax.bar(positions, [100 * s for s in shares], 0.6, color=COLORS)
+    share_ax.axhline(100 * uniform, color="0.3", ls=":", lw=1.2)
+    share_ax.text(positions[-1] + 0.35, 100 * uniform + 1.5, "chance", fontsize=8, ha="right")
+    for p, r, s in zip(positions, ITERATIONS, shares):
+        accuracy = summary["iterations"][str(r)]["accuracy"]
+        label = "tie" if r == 1 else f"{s:.0%}"
+        share_ax.text(p, 100 * s + 2, label, ha="center", fontsize=8)
+        share_ax.text(p, -16, f"acc {accuracy:.1%}", ha="center", fontsize=7, color="0.3")
+    share_ax.set_xticks(positions, [f"r = {r}" for r in ITERATIONS], fontsize=9)
+    share_ax.set_ylim(0, 100)
+    share_ax.set_ylabel("% routed mostly to the true class", fontsize=9)
+    share_ax.tick_params(labelsize=8)
+    fig.suptitle(
+        "Routing-by-agreement in a trained CapsNet: coupling coefficients after r "
+        "iterations, on MNIST test digits",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    _savefig(fig, out_dir / "coupling.png")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mnist.npz")
+    parser.add_argument("--model", type=Path, help="a trained .keras model with a RoutingCapsule")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "assets" / "concepts")
+    parser.add_argument("--train-samples", type=int, default=6000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--test-samples", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-coupling", action="store_true")
+    parser.add_argument(
+        "--save-model",
+        type=Path,
+        default=ROOT / "runs" / "figures" / "small_capsnet.keras",
+        help="where the model trained here is saved",
+    )
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    squash_figure(args.out)
+    margin_loss_figure(args.out)
+    if args.skip_coupling:
+        return 0
+
+    x_train, y_train, x_test, y_test = load_mnist(args.data)
+    if args.model:
+        try:  # Registers the CapsNet model class, for files saved from one.
+            import keras_capsules.models  # noqa: F401
+        except ImportError:
+            pass
+
+        model = keras.saving.load_model(args.model)
+        source = f"{args.model.name} loaded from --model"
+    else:
+        model = train_small_capsnet(x_train, y_train, args.train_samples, args.epochs, args.seed)
+        args.save_model.parent.mkdir(parents=True, exist_ok=True)
+        model.save(args.save_model)
+        print(f"saved the trained model to {args.save_model} (reuse it with --model)")
+        source = (
+            "small CapsNet (Conv2D 64 9x9, PrimaryCapsule(16, 8), RoutingCapsule(10, 16)) "
+            f"trained {args.epochs} epochs on {args.train_samples} MNIST images"
+        )
+    x, y = x_test[: args.test_samples], y_test[: args.test_samples]
+    stats = coupling_statistics(model, x, y)
+    summary = coupling_figure(x, y, stats, args.out, source)
+    summary["backend"] = keras.backend.backend()
+    summary["command"] = "python scripts/docs/make_figures.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    (args.out / "coupling.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

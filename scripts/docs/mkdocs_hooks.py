@@ -1,0 +1,294 @@
+"""MkDocs hooks: render the measured numbers into the pages at build time.
+
+A page asks for a rendering with an HTML comment on a line of its own:
+
+    <!-- render: parity -->
+    <!-- figure: assets/example/history.png | Training history -->
+
+`render: NAME` is replaced by the Markdown that `RENDERERS[NAME]` makes
+from the JSON files under `docs/assets/`; `figure: PATH | ALT` by the image,
+if the file exists. Either way, when the data is not there yet the reader
+sees a "Results pending" admonition (CSS class `pending`) that names the
+command that makes it; `scripts/docs/check_site.py` fails on those unless
+given `--allow-pending`. An unknown NAME fails the build.
+
+So the tables always show the numbers of the files committed next to the
+pages, and nobody copies numbers by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from mkdocs.exceptions import PluginError
+
+log = logging.getLogger("mkdocs.hooks.keras_capsules")
+
+MARKER = re.compile(r"^<!--\s*(render|figure):\s*(.*?)\s*-->\s*$", re.MULTILINE)
+PENDING_CLASS = "pending"
+
+
+def _pending(what: str, how: str) -> str:
+    return (
+        f'!!! {PENDING_CLASS} "Results pending"\n\n'
+        f"    Not in the repository yet: {what}. {how}\n"
+    )
+
+
+def _fmt(value: float, digits: int = 2) -> str:
+    """A difference in scientific notation, or 0 for an exact match."""
+    if value == 0:
+        return "0 (identical)"
+    return f"{value:.{digits}e}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PluginError(f"Cannot read {path}: {error}") from error
+
+
+# --- renderers: docs_dir -> Markdown -------------------------------------------
+
+
+def render_coupling(docs_dir: Path) -> str:
+    path = docs_dir / "assets" / "concepts" / "coupling.json"
+    if not path.exists():
+        return _pending(
+            "`assets/concepts/coupling.json`",
+            "Run `python scripts/docs/make_figures.py --data PATH/TO/mnist.npz`.",
+        )
+    data = _read_json(path)
+    rows = []
+    for r, stats in sorted(data["iterations"].items(), key=lambda item: int(item[0])):
+        rows.append(
+            [
+                r,
+                f"{stats['accuracy']:.1%}",
+                f"{stats['coupling_to_true_class']:.3f}",
+                f"{stats['coupling_to_each_other_class']:.3f}",
+                f"{stats['share_routed_mostly_to_true_class']:.1%}",
+            ]
+        )
+    table = _table(
+        [
+            "routing iterations r",
+            "test accuracy",
+            "mean coupling to the true class",
+            "mean coupling to each other class",
+            "primary capsules routed mostly to the true class",
+        ],
+        rows,
+    )
+    return (
+        f"Model: {data['source']}; {data['num_test_digits']} MNIST test digits, "
+        f"{data.get('backend', '?')} backend. Means weighted by "
+        "\\(\\lVert u_i \\rVert\\); the model was trained with r = 3, and the "
+        "accuracy column is that of the same weights routed with r iterations.\n\n"
+        + table
+    )
+
+
+def render_example_run(docs_dir: Path) -> str:
+    directory = docs_dir / "assets" / "example"
+    metrics_path = directory / "metrics.json"
+    if not metrics_path.exists():
+        return _pending(
+            "the run of the MNIST example, `assets/example/metrics.json`",
+            "It is made by `examples/capsnet_mnist.py`; see `assets/example/README.md`.",
+        )
+    metrics = _read_json(metrics_path)
+    out = []
+    readme = directory / "README.md"
+    if readme.exists():
+        commands = [
+            line.strip()
+            for line in readme.read_text().splitlines()
+            if "capsnet_mnist.py" in line and not line.lstrip().startswith("#")
+        ]
+        if commands:
+            out.append("The run on this page:\n\n```bash\n" + commands[0] + "\n```\n")
+    rows = [
+        ["test accuracy", f"**{metrics['test_accuracy']:.2%}** on {metrics['test_samples']:,} test images"],
+        ["training", f"{metrics['epochs']} epochs on {metrics['train_samples']:,} images"],
+        ["backend", f"{metrics['backend']} (Keras {metrics['keras_version']}), {metrics.get('devices', 1)} device(s)"],
+        ["parameters", f"{metrics['parameters']:,}"],
+        ["time per epoch", f"{metrics['seconds_per_epoch']:.1f} s ({metrics['train_images_per_second']:.0f} training images/s)"],
+        ["inference", f"{metrics['test_images_per_second']:.0f} test images/s"],
+    ]
+    out.append(_table(["", "this run"], rows))
+    if metrics.get("machine"):
+        out.append(f"Machine: {metrics['machine']}.\n")
+    return "\n".join(out)
+
+
+def render_parity(docs_dir: Path) -> str:
+    path = docs_dir / "assets" / "parity" / "parity.json"
+    if not path.exists():
+        return _pending(
+            "the measured cross-backend differences, `assets/parity/parity.json`",
+            "They are recorded by running the parity tests once per backend with "
+            "`PARITY_RECORD=1`, e.g. `for b in tensorflow torch jax; do "
+            "PARITY_RECORD=1 KERAS_BACKEND=$b pytest tests/parity; done`.",
+        )
+    data = _read_json(path)
+    saved_by = data.get("saved_by", {})
+    tolerances = data.get("tolerances", {})
+    backends = sorted(
+        {loader for report in saved_by.values() for loader in report.get("loaded_by", {})}
+        | set(saved_by)
+    )
+    out = []
+    if data.get("description"):
+        out.append(data["description"] + "\n")
+
+    out.append(
+        "**Predictions after loading**: the largest absolute difference from the "
+        "saving backend's own predictions (tolerance "
+        f"{tolerances.get('prediction_max_abs', 1e-4):g}).\n"
+    )
+    rows = []
+    for saver in backends:
+        loaded_by = saved_by.get(saver, {}).get("loaded_by", {})
+        row = [f"saved by **{saver}**"]
+        for loader in backends:
+            entry = loaded_by.get(loader)
+            row.append(_fmt(entry["prediction_max_abs_vs_saver"]) if entry else "not run")
+        rows.append(row)
+    out.append(_table(["", *[f"loaded by {b}" for b in backends]], rows))
+
+    out.append(
+        "**Between two loaders of the same file**: predictions (absolute), the "
+        "training loss (absolute) and the weight update of one SGD step "
+        "(relative to the largest update; tolerance "
+        f"{tolerances.get('update_max_rel', 1e-3):g}).\n"
+    )
+    rows = []
+    for saver, report in saved_by.items():
+        for pair, entry in report.get("loader_pairs", {}).items():
+            if "error" in entry:
+                rows.append([saver, pair, entry["error"], "", ""])
+                continue
+            rows.append(
+                [
+                    saver,
+                    pair,
+                    _fmt(entry["prediction_max_abs"]),
+                    _fmt(entry["loss_max_abs"]),
+                    f"{_fmt(entry['update_max_rel'])} (`{entry['worst_variable']}`)",
+                ]
+            )
+    out.append(
+        _table(
+            ["file saved by", "loaders", "predictions", "loss", "SGD update (worst weight)"],
+            rows,
+        )
+    )
+
+    versions = {}
+    keras_versions = set()
+    for report in saved_by.values():
+        keras_versions.add(report.get("keras_version", "?"))
+        for loader, entry in report.get("loaded_by", {}).items():
+            versions[loader] = entry.get("framework_version", "?")
+    errors = sorted({e for report in saved_by.values() for e in report.get("errors", [])})
+    out.append(
+        "Measured with Keras "
+        + ", ".join(sorted(keras_versions))
+        + "; "
+        + ", ".join(f"{b} {v}" for b, v in sorted(versions.items()))
+        + "."
+        + (f" Loaders that failed: {', '.join(errors)}." if errors else "")
+        + "\n"
+    )
+    return "\n".join(out)
+
+
+def render_benchmarks(docs_dir: Path) -> str:
+    directory = docs_dir / "assets" / "benchmarks"
+    results = sorted(directory.glob("*.json")) if directory.exists() else []
+    if not results:
+        return _pending(
+            "the benchmark results, `assets/benchmarks/*.json`",
+            "They are made by `make bench` (`python benchmarks/benchmark.py`).",
+        )
+    out = []
+    for chart in sorted(directory.glob("*.png")):
+        out.append(f"![Benchmark: {chart.stem}](assets/benchmarks/{chart.name})\n")
+    for path in results:
+        out.append(_render_benchmark_json(_read_json(path), path.name))
+    return "\n".join(out)
+
+
+def _render_benchmark_json(data: Any, name: str) -> str:
+    """A generic rendering: the machine, then one table of the result rows."""
+    out = []
+    machine = data.get("machine") if isinstance(data, dict) else None
+    if machine:
+        if isinstance(machine, dict):
+            machine = ", ".join(f"{k}: {v}" for k, v in machine.items())
+        out.append(f"Machine: {machine}.\n")
+    rows = data.get("results") if isinstance(data, dict) else data
+    if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows):
+        header = list(dict.fromkeys(key for row in rows for key in row))
+        body = [[_cell(row.get(key, "")) for key in header] for row in rows]
+        out.append(_table(header, body))
+    else:
+        out.append(f"```json\n{json.dumps(data, indent=2)}\n```\n")
+    out.append(f"(from `assets/benchmarks/{name}`)\n")
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+RENDERERS = {
+    "coupling": render_coupling,
+    "example-run": render_example_run,
+    "parity": render_parity,
+    "benchmarks": render_benchmarks,
+}
+
+
+def render_figure(argument: str, docs_dir: Path, page_dir: Path) -> str:
+    path, _, alt = (part.strip() for part in argument.partition("|"))
+    if not (docs_dir / page_dir / path).exists():
+        return _pending(f"the figure `{path}`", "It is made by the run described above.")
+    return f"![{alt}]({path})\n"
+
+
+# --- the hook ------------------------------------------------------------------
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    docs_dir = Path(config["docs_dir"])
+    page_dir = Path(page.file.src_uri).parent
+
+    def replace(match: re.Match[str]) -> str:
+        kind, argument = match.group(1), match.group(2)
+        if kind == "figure":
+            return render_figure(argument, docs_dir, page_dir)
+        if argument not in RENDERERS:
+            raise PluginError(
+                f"{page.file.src_uri}: unknown `<!-- render: {argument} -->`; "
+                f"expected one of {sorted(RENDERERS)}"
+            )
+        return RENDERERS[argument](docs_dir)
+
+    return MARKER.sub(replace, markdown)
