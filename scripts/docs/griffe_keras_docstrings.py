@@ -12,7 +12,9 @@ section indented under `Examples:`. This extension rewrites such a section
 before the docstring is parsed, for the documentation only; the package's
 docstrings (and their doctests) stay as they are. Everything up to the next
 section header (`Reference:`, `Returns:`, ...) or the end belongs to the
-example.
+example. It also lists the items of `Call arguments:` (which Griffe shows
+as a plain admonition) and, in class docstrings, titles `Returns:` (the
+output of `call`) "Call returns".
 
 Used from mkdocs.yml:
 
@@ -76,10 +78,55 @@ def indent_examples(text: str) -> str:
     return "\n".join(out)
 
 
+CALL_ARGUMENT = re.compile(r"^    (\*{0,2}\w+): ?(.*)$")
+
+
+def list_call_arguments(text: str) -> str:
+    """Turns the `name: description` items of `Call arguments:` into a list.
+
+    Griffe renders a section it does not know as an admonition of plain
+    text, which would run the items together.
+    """
+    lines = text.splitlines()
+    out: list[str] = []
+    index = 0
+    while index < len(lines):
+        out.append(lines[index])
+        if lines[index].strip() != "Call arguments:":
+            index += 1
+            continue
+        index += 1
+        while index < len(lines) and (
+            lines[index].startswith("    ") or not lines[index].strip()
+        ):
+            item = CALL_ARGUMENT.match(lines[index])
+            if item:
+                out.append(f"    - `{item.group(1)}`: {item.group(2)}")
+            elif lines[index].strip():
+                out.append("      " + lines[index].strip())
+            else:
+                out.append("")
+            index += 1
+    return "\n".join(out)
+
+
+def rename_class_returns(text: str) -> str:
+    """In a class docstring, `Returns:` describes `call`: say so."""
+    return re.sub(r"^Returns:\s*$", "Call returns:", text, flags=re.MULTILINE)
+
+
 class KerasDocstrings(griffe.Extension):
-    """Rewrites Keras-style example sections of every docstring."""
+    """Rewrites the Keras-style sections of every docstring for mkdocstrings."""
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         docstring = obj.docstring
-        if docstring is not None and "Example" in docstring.value:
-            docstring.value = indent_examples(docstring.value)
+        if docstring is None:
+            return
+        text = docstring.value
+        if "Example" in text:
+            text = indent_examples(text)
+        if "Call arguments:" in text:
+            text = list_call_arguments(text)
+        if obj.is_class:
+            text = rename_class_returns(text)
+        docstring.value = text

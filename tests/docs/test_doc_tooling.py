@@ -1,0 +1,133 @@
+"""Tests of the documentation tooling in scripts/docs (no browser, no build)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "docs"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def hooks():
+    pytest.importorskip("mkdocs")
+    return _load("mkdocs_hooks")
+
+
+@pytest.fixture(scope="module")
+def griffe_extension():
+    pytest.importorskip("griffe")
+    return _load("griffe_keras_docstrings")
+
+
+def test_keras_example_section_is_indented_under_examples(griffe_extension):
+    text = (
+        "Summary.\n\nArgs:\n    x: A tensor.\n\nExample:\n\n"
+        ">>> f(1)\n2\n\nMore text.\n\n```python\nReference:\n```\n\n"
+        "Reference:\n    - [Paper](https://example.org)"
+    )
+    assert griffe_extension.indent_examples(text) == (
+        "Summary.\n\nArgs:\n    x: A tensor.\n\nExamples:\n"
+        "    >>> f(1)\n    2\n\n    More text.\n\n    ```python\n    Reference:\n"
+        "    ```\n\nReference:\n    - [Paper](https://example.org)"
+    )
+
+
+def test_indented_example_section_is_left_alone(griffe_extension):
+    text = "Summary.\n\nExamples:\n    >>> f(1)\n    2"
+    assert griffe_extension.indent_examples(text) == text
+
+
+def test_call_arguments_become_a_list(griffe_extension):
+    text = (
+        "Call arguments:\n    inputs: The capsules,\n        of shape (b, n, d).\n"
+        "    training: A boolean.\n\nReturns:\n    x"
+    )
+    assert griffe_extension.list_call_arguments(text) == (
+        "Call arguments:\n    - `inputs`: The capsules,\n      of shape (b, n, d).\n"
+        "    - `training`: A boolean.\n\nReturns:\n    x"
+    )
+
+
+def _page(src_uri: str):
+    class File:
+        pass
+
+    class Page:
+        pass
+
+    page = Page()
+    page.file = File()
+    page.file.src_uri = src_uri
+    return page
+
+
+def test_missing_results_render_as_pending(hooks, tmp_path):
+    markdown = "# T\n\n<!-- render: parity -->\n\n<!-- figure: assets/x.png | An x -->\n"
+    out = hooks.on_page_markdown(markdown, _page("t.md"), {"docs_dir": str(tmp_path)}, None)
+    assert out.count('!!! pending "Results pending"') == 2
+    assert "<!--" not in out
+
+
+def test_existing_figure_renders_as_image(hooks, tmp_path):
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "x.png").write_bytes(b"png")
+    out = hooks.on_page_markdown(
+        "<!-- figure: assets/x.png | An x -->\n", _page("t.md"), {"docs_dir": str(tmp_path)}, None
+    )
+    assert out == "![An x](assets/x.png)\n"
+
+
+def test_unknown_renderer_fails_the_build(hooks, tmp_path):
+    from mkdocs.exceptions import PluginError
+
+    with pytest.raises(PluginError, match="unknown"):
+        hooks.on_page_markdown(
+            "<!-- render: nope -->\n", _page("t.md"), {"docs_dir": str(tmp_path)}, None
+        )
+
+
+def test_parity_table_shows_every_pair(hooks, tmp_path):
+    pair = {
+        "prediction_max_abs": 2e-7,
+        "worst_output": "lengths",
+        "loss_max_abs": 1e-8,
+        "update_max_abs": 1e-9,
+        "update_max_rel": 3e-6,
+        "largest_update": 1e-3,
+        "worst_variable": "conv/kernel",
+    }
+    report = {
+        "keras_version": "3.x",
+        "loaded_by": {
+            b: {
+                "prediction_max_abs_vs_saver": 0.0 if b == "jax" else 1e-7,
+                "worst_output": "lengths",
+                "loss": {"loss": 1.0},
+                "framework_version": f"{b}-1",
+                "seconds": 1.0,
+            }
+            for b in ("jax", "tensorflow", "torch")
+        },
+        "loader_pairs": {"jax vs torch": pair},
+        "errors": [],
+    }
+    path = tmp_path / "assets" / "parity" / "parity.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"saved_by": {"jax": report}, "tolerances": {}}))
+    out = hooks.render_parity(tmp_path)
+    assert "saved by **jax** | 0 (identical) | 1.00e-07 | 1.00e-07 |" in out
+    assert "| jax | jax vs torch | 2.00e-07 | 1.00e-08 | 3.00e-06 (`conv/kernel`) |" in out
+    assert "torch torch-1" in out
