@@ -223,6 +223,20 @@ def mask_capsules(capsules: Any, labels: Any | None = None) -> Any:
     return ops.reshape(masked, (-1, num_capsules * capsule_dim))
 
 
+def _check_same_shape(function: str, y_true: Any, y_pred: Any) -> None:
+    # Both losses are elementwise: a broadcast would silently compute the
+    # wrong loss, and a mismatch would fail inside the backend.
+    true_shape, pred_shape = tuple(y_true.shape), tuple(y_pred.shape)
+    compatible = len(true_shape) == len(pred_shape) and all(
+        a is None or b is None or a == b for a, b in zip(true_shape, pred_shape)
+    )
+    if not compatible:
+        raise ValueError(
+            f"`{function}` expects `y_true` and `y_pred` of the same shape. "
+            f"Received: y_true.shape={true_shape}, y_pred.shape={pred_shape}"
+        )
+
+
 def margin_loss(
     y_true: Any,
     y_pred: Any,
@@ -259,6 +273,7 @@ def margin_loss(
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
+    _check_same_shape("margin_loss", y_true, y_pred)
     present = y_true * ops.square(ops.relu(m_plus - y_pred))
     absent = down_weight * (1.0 - y_true) * ops.square(ops.relu(y_pred - m_minus))
     return ops.sum(present + absent, axis=-1)
@@ -290,6 +305,7 @@ def reconstruction_loss(y_true: Any, y_pred: Any) -> Any:
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(y_true, y_pred.dtype)
+    _check_same_shape("reconstruction_loss", y_true, y_pred)
     squared_error = ops.square(y_pred - y_true)
     pixel_axes = tuple(range(1, len(squared_error.shape)))
     if not pixel_axes:
