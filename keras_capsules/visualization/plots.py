@@ -149,8 +149,22 @@ def plot_perturbations(
     decoded = _as_images("reconstructions", decoded)
 
     rows, columns = model.capsule_dim, len(deltas)
-    figure = new_figure(0.55 * columns + 0.6, 0.55 * rows + 0.8)
+    # Sized from the cell so that the square images fill the grid, with
+    # fixed margins (in inches) for the title, the column and row labels.
+    cell, gap = 0.5, 0.05
+    left, right, top, bottom = 0.45, 0.1, 0.75, 0.1
+    width = left + right + cell * (columns + gap * (columns - 1))
+    height = top + bottom + cell * (rows + gap * (rows - 1))
+    figure = new_figure(width, height)
     grid = figure.subplots(rows, columns, squeeze=False)
+    figure.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=bottom / height,
+        wspace=gap,
+        hspace=gap,
+    )
     for row in range(rows):
         for column in range(columns):
             axes = grid[row, column]
@@ -163,7 +177,6 @@ def plot_perturbations(
         f"{deltas[0]:+.2f} to {deltas[-1]:+.2f}",
         fontsize=9,
     )
-    figure.subplots_adjust(wspace=0.05, hspace=0.05, left=0.06, right=0.99)
     save(figure, path)
     return figure
 
@@ -202,7 +215,10 @@ def plot_history(history: Any, path: str | Path | None = None) -> Any:
     2
     """
     logs = _history_dict(history)
-    loss_keys = [key for key in logs if "loss" in key]
+    # The total loss first, then its terms.
+    loss_keys = sorted(
+        (key for key in logs if "loss" in key), key=lambda k: k != "loss"
+    )
     accuracy_keys = [key for key in logs if "acc" in key]
     panels = [("loss", loss_keys)] + (
         [("accuracy", accuracy_keys)] if accuracy_keys else []
