@@ -33,68 +33,46 @@ import numpy as np
 BACKENDS = ("tensorflow", "torch", "jax")
 
 
+# (option, type, default, help); `--backend` and `--data-parallel` are added apart.
+OPTIONS = [
+    ("--data", Path, None, "MNIST-like .npz (default: keras.datasets.mnist)"),
+    ("--epochs", int, 10, "training epochs"),
+    ("--batch-size", int, 100, "images per training step"),
+    ("--lr", float, 1e-3, "Adam learning rate"),
+    ("--lr-decay", float, 0.9, "learning rate factor per epoch"),
+    ("--routing-iterations", int, 3, "routing iterations"),
+    ("--recon-weight", float, 0.0005, "weight of the sum of squared pixel errors"),
+    ("--shift", int, 2, "largest random translation in pixels (0: none)"),
+    ("--train-samples", int, None, "train on the first N training images"),
+    ("--test-samples", int, None, "test on the first N test images"),
+    ("--output-dir", Path, Path("runs/capsnet_mnist"), "where outputs go"),
+    ("--seed", int, 0, "seed of the weights, shuffling and shifts"),
+]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--backend",
         choices=BACKENDS,
-        default=None,
-        help="Keras backend (default: KERAS_BACKEND or Keras's own)",
+        help="Keras backend (default: KERAS_BACKEND, else Keras's default)",
     )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="MNIST-like .npz (default: keras.datasets.mnist)",
-    )
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    parser.add_argument(
-        "--lr-decay", type=float, default=0.9, help="learning rate factor per epoch"
-    )
-    parser.add_argument("--routing-iterations", type=int, default=3)
-    parser.add_argument(
-        "--recon-weight",
-        type=float,
-        default=0.0005,
-        help="weight of the sum of squared pixel errors",
-    )
-    parser.add_argument(
-        "--shift",
-        type=int,
-        default=2,
-        help="largest random translation in pixels (0: none)",
-    )
-    parser.add_argument(
-        "--train-samples",
-        type=int,
-        default=None,
-        help="train on the first N training images",
-    )
-    parser.add_argument(
-        "--test-samples", type=int, default=None, help="test on the first N test images"
-    )
-    parser.add_argument("--output-dir", type=Path, default=Path("runs/capsnet_mnist"))
-    parser.add_argument("--seed", type=int, default=0)
+    for option, type_, default, help_ in OPTIONS:
+        parser.add_argument(option, type=type_, default=default, help=help_)
     parser.add_argument(
         "--data-parallel",
         action="store_true",
-        help="split batches over all devices (JAX backend only)",
+        help="split each batch over all devices (JAX backend only)",
     )
     args = parser.parse_args(argv)
-    for name in (
-        "epochs",
-        "batch_size",
-        "routing_iterations",
-        "train_samples",
-        "test_samples",
-    ):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    for name in ("epochs", "batch_size", "routing_iterations"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    for name in ("train_samples", "test_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.shift < 0:
-        parser.error(f"--shift must be 0 or more, got {args.shift}")
+        parser.error("--shift must be 0 or more")
     return args
 
 
