@@ -6,6 +6,7 @@ Keras has no public gradient op, so the tests branch on the backend here
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,11 +38,7 @@ def value_and_grads(
         value = fn(*tensors)
         grads = torch.autograd.grad(value, tensors, allow_unused=True)
     elif backend == "jax":
-        import jax
-
-        # One compiled function instead of one compilation per primitive.
-        value_and_grad = jax.value_and_grad(fn, argnums=tuple(range(len(arrays))))
-        value, grads = jax.jit(value_and_grad)(*arrays)
+        value, grads = _jitted_value_and_grad(fn, len(arrays))(*arrays)
     else:
         raise NotImplementedError(f"No gradient helper for backend {backend!r}")
     grads = [
@@ -49,6 +46,16 @@ def value_and_grads(
         for a, g in zip(arrays, grads)
     ]
     return keras.ops.convert_to_numpy(value), grads
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_value_and_grad(fn: Callable[..., Any], num_args: int) -> Callable:
+    # One compiled function instead of one compilation per primitive, and
+    # compiled once per `fn` (and shapes), not once per call: property tests
+    # call the same `fn` on many examples.
+    import jax
+
+    return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(num_args))))
 
 
 def central_differences(

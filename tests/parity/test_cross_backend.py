@@ -37,6 +37,9 @@ import pytest
 from tests.parity import _capsnet
 from tests.parity._capsnet import BACKENDS, OUTPUTS
 
+# Two subprocesses per run, each importing a framework.
+pytestmark = pytest.mark.slow
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RECORD_PATH = REPO_ROOT / "docs" / "assets" / "parity" / "parity.json"
 PREDICTION_ATOL = 1e-4
@@ -143,6 +146,25 @@ def _make_report(run: ParityRun) -> dict:
     }
 
 
+def _summary(saved_by: dict) -> dict:
+    """The matrix at a glance: each (saver, loader) cell, each loader pair."""
+    cells = {
+        f"{saver} -> {loader}": entry["prediction_max_abs_vs_saver"]
+        for saver, report in saved_by.items()
+        for loader, entry in report["loaded_by"].items()
+    }
+    pairs: dict[str, dict[str, float]] = {}
+    for report in saved_by.values():
+        for pair, entry in report["loader_pairs"].items():
+            worst = pairs.setdefault(pair, {})
+            for key in ("prediction_max_abs", "update_max_rel", "loss_max_abs"):
+                worst[key] = max(worst.get(key, 0.0), entry.get(key, float("inf")))
+    return {
+        "prediction_max_abs_saver_to_loader": dict(sorted(cells.items())),
+        "loader_pairs_worst_over_saved_files": dict(sorted(pairs.items())),
+    }
+
+
 def _write_report(run: ParityRun, directory: Path) -> None:
     (directory / "parity.json").write_text(json.dumps(run.report, indent=2))
     target = os.environ.get("PARITY_RECORD", "")
@@ -164,8 +186,12 @@ def _write_report(run: ParityRun, directory: Path) -> None:
         "update_max_rel": UPDATE_RTOL,
         "loss_max_abs": LOSS_ATOL,
     }
-    record.setdefault("saved_by", {})[run.saver] = run.report
+    report = json.loads(json.dumps(run.report))
+    for entry in report["loaded_by"].values():
+        entry.pop("seconds")  # machine-dependent; kept in the tmp report only
+    record.setdefault("saved_by", {})[run.saver] = report
     record["saved_by"] = dict(sorted(record["saved_by"].items()))
+    record["summary"] = _summary(record["saved_by"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
 
