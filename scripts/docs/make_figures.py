@@ -285,7 +285,7 @@ def coupling_figure(
             bars[y[index]].set_linewidth(1.5)
         bars_ax.axhline(0, color="0.3", lw=0.8)
         bars_ax.set_xticks(range(num_classes))
-        bars_ax.set_ylim(-110 * limit, 110 * limit)
+        bars_ax.set_ylim(-35 * limit, 112 * limit)
         bars_ax.set_xlabel("digit capsule j", fontsize=9)
         bars_ax.tick_params(labelsize=8)
         if column == 0:
@@ -317,7 +317,7 @@ def coupling_figure(
     positions = np.arange(len(ITERATIONS))
     share_ax.bar(positions, [100 * s for s in shares], 0.6, color=COLORS)
     share_ax.axhline(100 * uniform, color="0.3", ls=":", lw=1.2)
-    share_ax.text(positions[-1] + 0.35, 100 * uniform + 1.5, "chance", fontsize=8, ha="right")
+    share_ax.text(positions[0] + 0.45, 100 * uniform + 1.5, "chance", fontsize=8)
     for p, r, s in zip(positions, ITERATIONS, shares):
         accuracy = summary["iterations"][str(r)]["accuracy"]
         label = "tie" if r == 1 else f"{s:.0%}"
@@ -325,7 +325,8 @@ def coupling_figure(
         share_ax.text(p, -16, f"acc {accuracy:.1%}", ha="center", fontsize=7, color="0.3")
     share_ax.set_xticks(positions, [f"r = {r}" for r in ITERATIONS], fontsize=9)
     share_ax.set_ylim(0, 100)
-    share_ax.set_ylabel("% routed mostly to the true class", fontsize=9)
+    share_ax.set_ylabel("% whose largest coupling is the true class", fontsize=9)
+    share_ax.set_title("primary capsules (weighted by length)", fontsize=9)
     share_ax.tick_params(labelsize=8)
     fig.suptitle(
         "Routing-by-agreement in a trained CapsNet: coupling coefficients after r "
@@ -369,16 +370,20 @@ def main(argv: list[str] | None = None) -> int:
             pass
 
         model = keras.saving.load_model(args.model)
-        source = f"{args.model.name} loaded from --model"
+        source = f"{args.model.name}"
+        sidecar = args.model.with_suffix(".json")
+        if sidecar.exists():  # written below, next to a model trained here
+            source = json.loads(sidecar.read_text())["source"]
     else:
         model = train_small_capsnet(x_train, y_train, args.train_samples, args.epochs, args.seed)
-        args.save_model.parent.mkdir(parents=True, exist_ok=True)
-        model.save(args.save_model)
-        print(f"saved the trained model to {args.save_model} (reuse it with --model)")
         source = (
             "small CapsNet (Conv2D 64 9x9, PrimaryCapsule(16, 8), RoutingCapsule(10, 16)) "
             f"trained {args.epochs} epochs on {args.train_samples} MNIST images"
         )
+        args.save_model.parent.mkdir(parents=True, exist_ok=True)
+        model.save(args.save_model)
+        args.save_model.with_suffix(".json").write_text(json.dumps({"source": source}))
+        print(f"saved the trained model to {args.save_model} (reuse it with --model)")
     x, y = x_test[: args.test_samples], y_test[: args.test_samples]
     stats = coupling_statistics(model, x, y)
     summary = coupling_figure(x, y, stats, args.out, source)

@@ -216,6 +216,7 @@ def render_parity(docs_dir: Path) -> str:
 
 
 def render_benchmarks(docs_dir: Path) -> str:
+    """The benchmark's own Markdown report and chart, or a generic table."""
     directory = docs_dir / "assets" / "benchmarks"
     results = sorted(directory.glob("*.json")) if directory.exists() else []
     if not results:
@@ -226,8 +227,22 @@ def render_benchmarks(docs_dir: Path) -> str:
     out = []
     for chart in sorted(directory.glob("*.png")):
         out.append(f"![Benchmark: {chart.stem}](assets/benchmarks/{chart.name})\n")
+    reports = sorted(directory.glob("*.md"))
+    reports = [r for r in reports if r.name.lower() != "readme.md"]
+    if reports:
+        for report in reports:
+            # One level below this page's "Results" section.
+            text = re.sub(r"^(#+) ", lambda m: "##" + m.group(1) + " ", report.read_text(), flags=re.M)
+            out.append(text.rstrip() + "\n")
+    else:
+        for path in results:
+            out.append(_render_benchmark_json(_read_json(path), path.name))
     for path in results:
-        out.append(_render_benchmark_json(_read_json(path), path.name))
+        method = _read_json(path).get("method") if path.suffix == ".json" else None
+        if isinstance(method, dict) and method:
+            out.append("### Method, as recorded with the results\n")
+            out += [f"- **{key}**: {text}" for key, text in method.items()]
+            out.append("")
     return "\n".join(out)
 
 
