@@ -257,20 +257,22 @@ def coupling_figure(
         }
 
     examples = [int(np.flatnonzero(y == digit)[0]) for digit in (3, 7, 4, 9)]
-    fig = plt.figure(figsize=(12.5, 6.6))
-    grid = fig.add_gridspec(
-        2, 6, height_ratios=(0.8, 1.2), width_ratios=(1, 1, 1, 1, 0.15, 1.5)
-    )
+    plt.rcParams.update({"font.size": 10})
+    fig = plt.figure(figsize=(9.5, 9.2))
+    outer = fig.add_gridspec(3, 1, height_ratios=(0.55, 1.2, 1.3), hspace=0.55)
+    top = outer[0].subgridspec(1, 4)
+    middle = outer[1].subgridspec(1, 4, wspace=0.12)
+    bottom = outer[2].subgridspec(1, 2, wspace=0.28)
     shown = ITERATIONS[1:]  # r = 1 is exactly uniform: nothing to show
     limit = max(
         abs(stats[r]["class_coupling"][i] - uniform).max() for r in shown for i in examples
     )
     for column, index in enumerate(examples):
-        image_ax = fig.add_subplot(grid[0, column])
+        image_ax = fig.add_subplot(top[0, column])
         image_ax.imshow(x[index, ..., 0], cmap="gray_r")
-        image_ax.set_title(f"test digit #{index}: a {y[index]}", fontsize=9)
+        image_ax.set_title(f"test digit #{index}: a {y[index]}", fontsize=10)
         image_ax.axis("off")
-        bars_ax = fig.add_subplot(grid[1, column])
+        bars_ax = fig.add_subplot(middle[0, column])
         width = 0.4
         for k, r in enumerate(shown):
             deviation = 100 * (stats[r]["class_coupling"][index] - uniform)
@@ -286,54 +288,56 @@ def coupling_figure(
         bars_ax.axhline(0, color="0.3", lw=0.8)
         bars_ax.set_xticks(range(num_classes))
         bars_ax.set_ylim(-35 * limit, 112 * limit)
-        bars_ax.set_xlabel("digit capsule j", fontsize=9)
-        bars_ax.tick_params(labelsize=8)
+        bars_ax.set_xlabel("digit capsule j")
+        bars_ax.tick_params(labelsize=9)
         if column == 0:
-            bars_ax.set_ylabel(
-                "mean coupling $c_{ij}$ minus 1/10\n(percentage points)", fontsize=9
-            )
-            bars_ax.legend(fontsize=8, loc="lower left")
+            bars_ax.set_ylabel("mean $c_{ij}$ − 1/10\n(percentage points)")
+            bars_ax.legend(fontsize=9, loc="upper left")
+        else:
+            bars_ax.set_yticklabels([])
 
-    hist_ax = fig.add_subplot(grid[0, 5])
+    hist_ax = fig.add_subplot(bottom[0, 0])
     for k, r in enumerate(shown):
         hist_ax.hist(
             stats[r]["true_coupling"].ravel(),
             bins=60,
             weights=stats[r]["weights"].ravel() / n,
             histtype="step",
-            lw=1.6,
+            lw=1.8,
             color=COLORS[k + 1],
             label=f"r = {r}",
         )
-    hist_ax.axvline(uniform, color="0.3", ls=":", lw=1.2, label="r = 1 (all 1/10)")
-    hist_ax.set_xlabel("coupling $c_{ij}$ to the true class j", fontsize=9)
+    hist_ax.axvline(uniform, color="0.3", ls=":", lw=1.2, label="r = 1: all 1/10")
+    hist_ax.set_xlabel("coupling $c_{ij}$ to the true class j")
     hist_ax.set_yticks([])
-    hist_ax.set_title(f"primary capsules of {n} test digits\n(weighted by length)", fontsize=9)
-    hist_ax.legend(fontsize=8)
-    hist_ax.tick_params(labelsize=8)
+    hist_ax.set_title(f"all primary capsules, {n} test digits\n(weighted by length)", fontsize=10)
+    hist_ax.legend(fontsize=9, loc="upper right")
+    hist_ax.set_ylim(0, hist_ax.get_ylim()[1] * 1.35)
 
-    share_ax = fig.add_subplot(grid[1, 5])
+    share_ax = fig.add_subplot(bottom[0, 1])
     shares = [summary["iterations"][str(r)]["share_routed_mostly_to_true_class"] for r in ITERATIONS]
     positions = np.arange(len(ITERATIONS))
     share_ax.bar(positions, [100 * s for s in shares], 0.6, color=COLORS)
     share_ax.axhline(100 * uniform, color="0.3", ls=":", lw=1.2)
-    share_ax.text(positions[0] + 0.45, 100 * uniform + 1.5, "chance", fontsize=8)
+    share_ax.text(positions[0] + 0.4, 100 * uniform + 2, "chance", fontsize=9)
     for p, r, s in zip(positions, ITERATIONS, shares):
-        accuracy = summary["iterations"][str(r)]["accuracy"]
         label = "tie" if r == 1 else f"{s:.0%}"
-        share_ax.text(p, 100 * s + 2, label, ha="center", fontsize=8)
-        share_ax.text(p, -16, f"acc {accuracy:.1%}", ha="center", fontsize=7, color="0.3")
-    share_ax.set_xticks(positions, [f"r = {r}" for r in ITERATIONS], fontsize=9)
-    share_ax.set_ylim(0, 100)
-    share_ax.set_ylabel("% whose largest coupling is the true class", fontsize=9)
-    share_ax.set_title("primary capsules (weighted by length)", fontsize=9)
-    share_ax.tick_params(labelsize=8)
-    fig.suptitle(
-        "Routing-by-agreement in a trained CapsNet: coupling coefficients after r "
-        "iterations, on MNIST test digits",
-        fontsize=11,
+        share_ax.text(p, 100 * s + 2, label, ha="center", fontsize=9)
+    share_ax.set_xticks(
+        positions,
+        [
+            f"r = {r}\nacc {summary['iterations'][str(r)]['accuracy']:.1%}"
+            for r in ITERATIONS
+        ],
     )
-    fig.tight_layout()
+    share_ax.set_ylim(0, 100)
+    share_ax.set_ylabel("% of primary capsules")
+    share_ax.set_title("largest coupling goes to the true class\n(weighted by length)", fontsize=10)
+    fig.suptitle(
+        "Coupling coefficients of a trained CapsNet after r routing iterations",
+        fontsize=12,
+        y=0.95,
+    )
     _savefig(fig, out_dir / "coupling.png")
     return summary
 
