@@ -233,11 +233,13 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> ParityRun:
         run.errors[SAVER] = traceback.format_exc()
 
     for loader, (process, log, started) in children.items():
+        status = None
         try:
             process.wait(timeout=SUBPROCESS_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+            status = f"killed after {SUBPROCESS_TIMEOUT_S} s"
         log.close()
         output = (directory / f"{loader}.log").read_text()
         if process.returncode == 0:
@@ -245,9 +247,8 @@ def parity(tmp_path_factory: pytest.TempPathFactory) -> ParityRun:
                 out_path(loader), time.monotonic() - started
             )
         else:
-            run.errors[loader] = (
-                f"exit status {process.returncode}; last output:\n{output[-4000:]}"
-            )
+            status = status or f"exit status {process.returncode}"
+            run.errors[loader] = f"{status}; last output:\n{output[-4000:]}"
 
     run.report = _make_report(run)
     _write_report(run, directory)
