@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -124,12 +123,15 @@ def training_batch(
     return random_shift(images[batch], args.shift, rng), labels[batch]
 
 
-def shifted_batches(images: Any, labels: Any, args: argparse.Namespace) -> Any:
+def shifted_batches(
+    images: Any, labels: Any, args: argparse.Namespace, devices: int = 1
+) -> Any:
     """A `PyDataset` of shuffled, shifted batches `((x, y), (y, x))`.
 
     NumPy only, so it feeds every backend. The model takes the labels as an
     input too, to mask the decoder's input in training; the shifted images
-    are both the input and the reconstruction target.
+    are both the input and the reconstruction target. Every batch splits
+    evenly over `devices`: the last one is cut to a multiple of it.
     """
     import keras
 
@@ -140,10 +142,13 @@ def shifted_batches(images: Any, labels: Any, args: argparse.Namespace) -> Any:
             self.epoch = 0
 
         def __len__(self) -> int:
-            return math.ceil(len(images) / args.batch_size)
+            full, rest = divmod(len(images), args.batch_size)
+            return full + (rest >= devices)
 
         def __getitem__(self, index: int) -> Any:
             x, y = training_batch(images, labels, args, self.epoch, index)
+            keep = len(x) - len(x) % devices
+            x, y = x[:keep], y[:keep]
             return (x, y), (y, x)
 
         def on_epoch_end(self) -> None:
@@ -247,14 +252,20 @@ def main(argv: list[str] | None = None) -> int:
         ),
     ]
     history = model.fit(
-        shifted_batches(x_train, y_train, args),
+        shifted_batches(x_train, y_train, args, devices),
         epochs=args.epochs,
         callbacks=callbacks,
     )
 
     test_started = time.perf_counter()
-    lengths, reconstructions = model.predict(
-        x_test, batch_size=args.batch_size, verbose=0
+    # Zero images pad the test set to a multiple of the devices, so that
+    # every batch splits evenly; their predictions are dropped.
+    padding = np.zeros((-len(x_test) % devices, *x_test.shape[1:]), "float32")
+    lengths, reconstructions = (
+        outputs[: len(x_test)]
+        for outputs in model.predict(
+            np.concatenate([x_test, padding]), batch_size=args.batch_size, verbose=0
+        )
     )
     test_seconds = time.perf_counter() - test_started
     accuracy = float(np.mean(np.argmax(lengths, -1) == np.argmax(y_test, -1)))
@@ -273,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     epoch_seconds = np.diff(stamps).tolist()
     steady = epoch_seconds[1:] or epoch_seconds
     seconds_per_epoch = float(np.mean(steady))
+    trained = len(x_train) - len(x_train) % args.batch_size % devices
     metrics = {
         "test_accuracy": accuracy,
         "test_samples": len(x_test),
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": model.count_params(),
         "epoch_seconds": epoch_seconds,
         "seconds_per_epoch": seconds_per_epoch,
-        "train_images_per_second": len(x_train) / seconds_per_epoch,
+        "train_images_per_second": trained / seconds_per_epoch,
         "test_images_per_second": len(x_test) / test_seconds,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "args": {
