@@ -21,9 +21,13 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
-    """Each test starts from float32 and a fresh name scope."""
+    """Each test starts from float32 and a fresh name scope.
+
+    `free_memory=False` skips a full garbage collection that costs ~0.3 s
+    per test once TensorFlow, PyTorch and JAX are imported.
+    """
     keras.config.set_dtype_policy("float32")
-    keras.backend.clear_session()
+    keras.backend.clear_session(free_memory=False)
     yield
     keras.config.set_dtype_policy("float32")
 
