@@ -1,48 +1,82 @@
-"""Gradients for tests, on whichever backend this process runs.
+"""Gradients in tests, on whichever backend this process runs.
 
-Keras has no public gradient op, so this is the one place where the tests
-branch on the backend; the package itself never does.
+Keras has no public gradient op, so the tests branch on the backend here
+(the package itself never does).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import keras
 import numpy as np
 
 
-def gradients(
-    fn: Callable[..., object], inputs: Sequence[np.ndarray]
-) -> list[np.ndarray]:
-    """Gradients of `sum(fn(*inputs))` with respect to each input."""
+def value_and_grads(
+    fn: Callable[..., Any], arrays: Sequence[np.ndarray]
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The value of a scalar `fn(*tensors)` and its gradient for each input.
+
+    `fn` receives backend tensors made from `arrays` and must return a
+    scalar tensor. Returns NumPy arrays.
+    """
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        tensors = [tf.Variable(x) for x in inputs]
+        tensors = [tf.constant(a) for a in arrays]
         with tf.GradientTape() as tape:
-            total = tf.reduce_sum(fn(*tensors))
-        grads = tape.gradient(total, tensors)
-        return [np.asarray(g) for g in grads]
-    if backend == "torch":
+            tape.watch(tensors)
+            value = fn(*tensors)
+        grads = tape.gradient(value, tensors)
+    elif backend == "torch":
         import torch
 
-        tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
-        fn(*tensors).sum().backward()
-        return [t.grad.detach().cpu().numpy() for t in tensors]
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
+        tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+        value = fn(*tensors)
+        grads = torch.autograd.grad(value, tensors, allow_unused=True)
+    elif backend == "jax":
+        value, grads = _jitted_value_and_grad(fn, len(arrays))(*arrays)
+    else:
+        raise NotImplementedError(f"No gradient helper for backend {backend!r}")
+    grads = [
+        np.zeros_like(a) if g is None else keras.ops.convert_to_numpy(g)
+        for a, g in zip(arrays, grads)
+    ]
+    return keras.ops.convert_to_numpy(value), grads
 
-        def total(*args):
-            return jnp.sum(fn(*args))
 
-        grads = jax.grad(total, argnums=tuple(range(len(inputs))))(
-            *[jnp.asarray(x) for x in inputs]
-        )
-        return [np.asarray(g) for g in grads]
-    raise NotImplementedError(f"No gradient helper for backend {backend!r}")
+@functools.lru_cache(maxsize=64)
+def _jitted_value_and_grad(fn: Callable[..., Any], num_args: int) -> Callable:
+    # One compiled function instead of one compilation per primitive, and
+    # compiled once per `fn` (and shapes), not once per call: property tests
+    # call the same `fn` on many examples.
+    import jax
+
+    return jax.jit(jax.value_and_grad(fn, argnums=tuple(range(num_args))))
+
+
+def central_differences(
+    fn: Callable[..., float], arrays: Sequence[np.ndarray], step: float = 1e-6
+) -> list[np.ndarray]:
+    """Central finite differences of a scalar NumPy `fn` in float64."""
+    arrays = [np.array(a, dtype="float64") for a in arrays]
+    grads = []
+    for a in arrays:
+        grad = np.zeros_like(a)
+        flat, grad_flat = a.reshape(-1), grad.reshape(-1)
+        for k in range(flat.size):
+            original = flat[k]
+            flat[k] = original + step
+            upper = fn(*arrays)
+            flat[k] = original - step
+            lower = fn(*arrays)
+            flat[k] = original
+            grad_flat[k] = (upper - lower) / (2 * step)
+        grads.append(grad)
+    return grads
 
 
 def model_gradients(model: keras.Model, loss_fn: Callable, x, y) -> list[np.ndarray]:

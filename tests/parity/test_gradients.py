@@ -14,8 +14,8 @@ import pytest
 
 import keras_capsules
 from keras_capsules import ops as capsule_ops
+from tests.gradients import central_differences, value_and_grads
 from tests.parity import _reference
-from tests.parity._autodiff import central_differences, value_and_grads
 
 BACKEND = keras.backend.backend()
 # Relative to the largest reference gradient: float32 autodiff against a

@@ -13,8 +13,8 @@ import pytest
 
 import keras_capsules
 from keras_capsules import ops as capsule_ops
+from tests.gradients import value_and_grads
 from tests.parity import _capsnet
-from tests.parity._autodiff import value_and_grads
 
 BATCH = _capsnet.BATCH_SIZE
 

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 import keras_capsules
 from keras_capsules import ops as capsule_ops
-from tests.parity._autodiff import value_and_grads
+from tests.gradients import value_and_grads
 
 NUM_VECTORS, DIM = 8, 4
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None)
