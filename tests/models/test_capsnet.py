@@ -54,19 +54,20 @@ def test_colour_images_and_five_classes():
     # conv 62,464 + primary 5,308,672 + routing 2048*5*8*16 + decoder
     # (80*512+512) + (512*1024+1024) + (1024*3072+3072)
     assert _trainable_count(model) == 10_397_440
-    images, labels = _data(2, (32, 32, 3), 5)
-    lengths, reconstructions = model(images)
-    assert tuple(lengths.shape) == (2, 5)
-    assert tuple(reconstructions.shape) == (2, 32, 32, 3)
+    assert model.compute_output_shape((None, 32, 32, 3)) == (
+        (None, 5),
+        (None, 32, 32, 3),
+    )
+
+
+def test_non_square_colour_images_run():
+    # Narrow layers keep this fast; the shapes are what is under test.
+    model = CapsNet(**{**SMALL, "input_shape": (24, 17, 3), "num_classes": 5})
+    lengths, reconstructions = model(_data(4, (24, 17, 3), 5)[0])
+    assert tuple(lengths.shape) == (4, 5)
+    assert tuple(reconstructions.shape) == (4, 24, 17, 3)
     lengths = _numpy(lengths)
     assert np.all((lengths >= 0) & (lengths < 1))
-
-
-def test_non_square_images_and_small_widths():
-    model = CapsNet(**{**SMALL, "input_shape": (24, 17, 2), "num_classes": 7})
-    lengths, reconstructions = model(np.zeros((3, 24, 17, 2), "float32"))
-    assert tuple(lengths.shape) == (3, 7)
-    assert tuple(reconstructions.shape) == (3, 24, 17, 2)
 
 
 def test_training_masks_by_labels_inference_by_longest_capsule():
@@ -115,7 +116,7 @@ def test_without_decoder_outputs_lengths_only():
         model.decode(np.zeros((1, 3, 6), "float32"))
 
 
-def test_fit_lowers_the_loss():
+def test_fit_lowers_the_loss_and_the_saved_model_loads(tmp_path):
     keras.utils.set_random_seed(0)
     model = CapsNet(**SMALL)
     model.compile(
@@ -134,6 +135,27 @@ def test_fit_lowers_the_loss():
         history.history
     )
 
+    path = tmp_path / "capsnet.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+
+    assert isinstance(loaded, CapsNet)
+    assert loaded.get_config() == model.get_config()
+    # Eager calls at the batch size of the other tests: no new compilation
+    # on JAX.
+    for training in (False, True):
+        inputs = (images[:4], labels[:4])
+        for expected, actual in zip(
+            model(inputs, training=training),
+            loaded(inputs, training=training),
+            strict=True,
+        ):
+            np.testing.assert_allclose(_numpy(actual), _numpy(expected), atol=1e-6)
+    # The compiled losses come back too, so training can resume.
+    assert loaded.compiled
+    assert [type(loss) for loss in loaded.loss] == [MarginLoss, ReconstructionLoss]
+    assert loaded.optimizer.iterations.numpy() == 8
+
 
 def test_config_round_trip():
     model = CapsNet(**SMALL, routing_iterations=2, stop_gradient_on_agreement=True)
@@ -141,26 +163,6 @@ def test_config_round_trip():
     clone = CapsNet.from_config(config)
     assert clone.get_config() == config
     assert _trainable_count(clone) == _trainable_count(model)
-
-
-def test_saved_model_loads_with_the_same_predictions(tmp_path):
-    model = CapsNet(**SMALL)
-    model.compile(optimizer="adam", loss=[MarginLoss(), ReconstructionLoss()])
-    images, labels = _data()
-    model.fit((images, labels), (labels, images), epochs=1, verbose=0)
-    path = tmp_path / "capsnet.keras"
-    model.save(path)
-
-    loaded = keras.saving.load_model(path)
-
-    assert isinstance(loaded, CapsNet)
-    assert loaded.get_config() == model.get_config()
-    for expected, actual in zip(
-        model.predict(images, verbose=0), loaded.predict(images, verbose=0), strict=True
-    ):
-        np.testing.assert_allclose(actual, expected, atol=1e-6)
-    # The compiled losses come back too, so training can resume.
-    loaded.fit((images, labels), (labels, images), epochs=1, verbose=0)
 
 
 @pytest.mark.slow
