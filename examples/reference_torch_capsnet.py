@@ -11,6 +11,15 @@ iteration, a 512-1024 decoder), the same initializers, margin loss and
 per-epoch learning-rate decay, and the very same shuffled, shifted batches
 (the batch code is imported from `capsnet_mnist.py`). It prints one line
 `test accuracy: 0.XXXX`, so the two scripts compare line for line.
+
+Adam comes in two forms. Keras adds epsilon to `sqrt(v)` and then corrects
+the bias, `torch.optim.Adam` corrects first: the effective epsilon differs
+by `sqrt(1 - beta_2**t)`, 30x at the first step. CapsNet's gradients are
+tiny (about 1e-8 for the routing weights and the primary convolution at
+the start), below epsilon, so the two forms take different steps. The
+default, `--adam keras`, is Keras's form, to train exactly as the Keras
+example does; `--adam torch` is `torch.optim.Adam` as a PyTorch user would
+write it.
 """
 
 from __future__ import annotations
@@ -89,6 +98,39 @@ class TorchCapsNet(nn.Module):
         return lengths, self.decoder(masked).reshape(-1, *self.image_shape)
 
 
+class KerasAdam:
+    """Adam as `keras.optimizers.Adam` computes it, written for PyTorch."""
+
+    def __init__(self, params, lr, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        self.params = list(params)
+        self.lr, self.beta_1, self.beta_2, self.epsilon = lr, beta_1, beta_2, epsilon
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.steps = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        b1, b2 = self.beta_1, self.beta_2
+        alpha = self.lr * math.sqrt(1 - b2**self.steps) / (1 - b1**self.steps)
+        for p, m, v in zip(self.params, self.m, self.v, strict=True):
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            p.sub_(alpha * m / (v.sqrt() + self.epsilon))
+
+
+def set_learning_rate(optimizer, lr: float) -> None:
+    if isinstance(optimizer, KerasAdam):
+        optimizer.lr = lr
+    else:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+
 def capsnet_loss(lengths, reconstructions, images, labels, recon_weight):
     margin = (
         labels * torch.relu(0.9 - lengths) ** 2
@@ -111,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-samples", type=int, default=None)
     parser.add_argument("--test-samples", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--adam", choices=("keras", "torch"), default="keras")
     parser.add_argument("--output-json", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -124,9 +167,11 @@ def main(argv: list[str] | None = None) -> int:
         x_test[: args.test_samples], y_test[: args.test_samples], num_classes
     )
     model = TorchCapsNet(x_train.shape[1:], num_classes, args.routing_iterations)
-    # eps as Keras's Adam, which the Keras example uses.
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-7)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, args.lr_decay)
+    if args.adam == "keras":
+        optimizer = KerasAdam(model.parameters(), lr=args.lr)
+    else:
+        # Keras's epsilon, though it acts differently here (see above).
+        optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-7)
     print(
         f"torch {torch.__version__}, threads: {torch.get_num_threads()}, "
         f"parameters: {sum(p.numel() for p in model.parameters())}"
@@ -136,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = math.ceil(len(x_train) / args.batch_size)
     for epoch in range(args.epochs):
         model.train()
+        set_learning_rate(optimizer, args.lr * args.lr_decay**epoch)
         started, total = time.perf_counter(), 0.0
         for index in range(steps):
             images, labels = map(
@@ -149,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             optimizer.step()
             total += loss.item()
-        schedule.step()
         epoch_seconds.append(time.perf_counter() - started)
         print(
             f"epoch {epoch + 1}/{args.epochs}: loss {total / steps:.4f}, "

@@ -101,3 +101,29 @@ def test_same_weights_give_the_same_outputs_and_loss():
             0.0005,
         )
     np.testing.assert_allclose(float(actual_loss), expected_loss, rtol=1e-5)
+
+
+def test_keras_adam_takes_the_steps_of_keras_optimizers_adam():
+    reference = _reference_module()
+    rng = np.random.default_rng(0)
+    start = rng.uniform(-0.01, 0.01, size=(3, 4)).astype("float32")
+    # Gradients below epsilon, as CapsNet's are, where the two forms differ.
+    grads = [rng.normal(scale=1e-8, size=(3, 4)).astype("float32") for _ in range(3)]
+    grads.append(rng.normal(size=(3, 4)).astype("float32"))
+
+    variable = keras.Variable(start)
+    keras_adam = keras.optimizers.Adam(learning_rate=1e-3)
+    parameter = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    torch_adam = reference.KerasAdam([parameter], lr=1e-3)
+    for grad in grads:
+        keras_adam.apply_gradients([(keras.ops.convert_to_tensor(grad), variable)])
+        parameter.grad = torch.from_numpy(grad)
+        torch_adam.step()
+        # The displacements, not the values: steps are far smaller than the
+        # weights.
+        np.testing.assert_allclose(
+            parameter.detach().numpy() - start,
+            keras.ops.convert_to_numpy(variable) - start,
+            rtol=1e-3,
+            atol=1e-9,
+        )
