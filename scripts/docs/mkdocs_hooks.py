@@ -119,6 +119,8 @@ def render_example_run(docs_dir: Path) -> str:
         ]
         if commands:
             out.append("The run on this page:\n\n```bash\n" + commands[0] + "\n```\n")
+    elif metrics.get("args"):
+        out.append("The run on this page:\n\n```bash\n" + _example_command(metrics["args"]) + "\n```\n")
     rows = [
         ["test accuracy", f"**{metrics['test_accuracy']:.2%}** on {metrics['test_samples']:,} test images"],
         ["training", f"{metrics['epochs']} epochs on {metrics['train_samples']:,} images"],
@@ -131,6 +133,45 @@ def render_example_run(docs_dir: Path) -> str:
     if metrics.get("machine"):
         out.append(f"Machine: {metrics['machine']}.\n")
     return "\n".join(out)
+
+
+# Below this many training images seen (epochs x images), the decoder of the
+# example has not learned much yet, and the page says so.
+SHORT_RUN_IMAGES = 300_000
+
+
+def render_example_caveat(docs_dir: Path) -> str:
+    metrics_path = docs_dir / "assets" / "example" / "metrics.json"
+    if not metrics_path.exists():
+        return ""
+    metrics = _read_json(metrics_path)
+    seen = metrics["epochs"] * metrics["train_samples"]
+    if seen >= SHORT_RUN_IMAGES:
+        return ""
+    minutes = metrics["seconds_per_epoch"] * metrics["epochs"] / 60
+    return (
+        '!!! note "A short run"\n\n'
+        f"    This run trained for {metrics['epochs']} epochs on "
+        f"{metrics['train_samples']:,} images, about {minutes:.0f} minutes on a CPU. "
+        f"The capsule lengths already classify {metrics['test_accuracy']:.1%} of the "
+        "test set, but the decoder, whose loss is weighted by 0.0005, learns far "
+        "more slowly than the classifier: after a run this short its "
+        "reconstructions are still close to an average digit, and moving one "
+        "capsule dimension barely changes them. The paper's figures come from "
+        "training on all 60,000 images for many epochs "
+        "(`--epochs 30` without `--train-samples`, best on a GPU).\n"
+    )
+
+
+def _example_command(args: dict) -> str:
+    parts = ["python examples/capsnet_mnist.py"]
+    for flag in ("backend", "data", "epochs", "train_samples", "test_samples", "output_dir"):
+        value = args.get(flag)
+        if value is not None:
+            if flag == "data":
+                value = "PATH/TO/" + Path(str(value)).name
+            parts.append(f"--{flag.replace('_', '-')} {value}")
+    return " ".join(parts)
 
 
 def render_parity(docs_dir: Path) -> str:
@@ -276,6 +317,7 @@ def _cell(value: Any) -> str:
 RENDERERS = {
     "coupling": render_coupling,
     "example-run": render_example_run,
+    "example-caveat": render_example_caveat,
     "parity": render_parity,
     "benchmarks": render_benchmarks,
 }
