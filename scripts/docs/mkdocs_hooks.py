@@ -266,6 +266,15 @@ def render_benchmarks(docs_dir: Path) -> str:
             "They are made by `make bench` (`python benchmarks/benchmark.py`).",
         )
     out = []
+    for path in results:
+        data = _read_json(path)
+        if isinstance(data, dict) and data.get("settings", {}).get("smoke"):
+            out.append(
+                '!!! warning "Smoke-test numbers"\n\n'
+                f"    `{path.name}` comes from a `--smoke` run (a step or two on a tiny "
+                "batch), which checks that every contender runs; its timings are not "
+                "a measurement.\n"
+            )
     for chart in sorted(directory.glob("*.png")):
         out.append(f"![Benchmark: {chart.stem}](assets/benchmarks/{chart.name})\n")
     reports = sorted(directory.glob("*.md"))
