@@ -72,10 +72,14 @@ def test_non_square_colour_images_run():
 
 def test_training_masks_by_labels_inference_by_longest_capsule():
     model = CapsNet(**SMALL)
-    # Long capsules, so that which one reaches the decoder shows clearly in
-    # its output (the default initializer gives near-zero capsules).
-    kernel = model.class_capsule.kernel
-    kernel.assign(np.random.default_rng(1).normal(size=kernel.shape).astype("float32"))
+    # Long capsules and a steep decoder, so that which capsule reaches the
+    # decoder shows clearly in its output (at initialisation capsules are
+    # near zero and the decoder's output near 0.5 whatever it sees).
+    rng = np.random.default_rng(1)
+    for kernel in (model.primary_capsule.kernel, model.class_capsule.kernel):
+        kernel.assign(rng.normal(size=kernel.shape).astype("float32"))
+    for layer in model.decoder.layers[:-1]:
+        layer.kernel.assign(layer.kernel * 10.0)
     images, _ = _data()
     capsules = _numpy(model.encode(images))
     predicted = np.argmax(np.linalg.norm(capsules, axis=-1), axis=-1)
@@ -92,7 +96,7 @@ def test_training_masks_by_labels_inference_by_longest_capsule():
         _numpy(inferred), _numpy(model.decode(capsules)), atol=1e-6
     )
     np.testing.assert_allclose(_numpy(unlabelled), _numpy(inferred), atol=1e-6)
-    assert np.abs(_numpy(trained) - _numpy(inferred)).max() > 1e-3
+    assert np.abs(_numpy(trained) - _numpy(inferred)).max() > 0.1
 
 
 def test_coupling_is_a_distribution_over_classes():
