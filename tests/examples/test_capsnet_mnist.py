@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-import keras_capsules.models  # noqa: F401  (registers CapsNet for loading)
+import keras_capsules
 from tests.visualization.png import assert_png_with_content
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -120,7 +120,7 @@ def test_model_loads_under_another_backend_with_the_same_predictions(
     model = keras.saving.load_model(output_dir / "capsnet.keras")
     lengths, reconstructions = model.predict(images, verbose=0)
     code = (
-        "import sys, numpy as np, keras, keras_capsules.models\n"
+        "import sys, numpy as np, keras, keras_capsules\n"
         "model = keras.saving.load_model(sys.argv[1])\n"
         "lengths, reconstructions = model.predict(np.load(sys.argv[2]), verbose=0)\n"
         "np.savez(sys.argv[3], lengths=lengths, reconstructions=reconstructions,\n"
