@@ -111,14 +111,9 @@ def render_example_run(docs_dir: Path) -> str:
     metrics = _read_json(metrics_path)
     out = []
     readme = directory / "README.md"
-    if readme.exists():
-        commands = [
-            line.strip()
-            for line in readme.read_text().splitlines()
-            if "capsnet_mnist.py" in line and not line.lstrip().startswith("#")
-        ]
-        if commands:
-            out.append("The run on this page:\n\n```bash\n" + commands[0] + "\n```\n")
+    command = _readme_command(readme) if readme.exists() else None
+    if command:
+        out.append("The run on this page:\n\n```bash\n" + command + "\n```\n")
     elif metrics.get("args"):
         out.append("The run on this page:\n\n```bash\n" + _example_command(metrics["args"]) + "\n```\n")
     rows = [
@@ -160,6 +155,37 @@ def render_example_caveat(docs_dir: Path) -> str:
         "capsule dimension barely changes them. The paper's figures come from "
         "training on all 60,000 images for many epochs "
         "(`--epochs 30` without `--train-samples`, best on a GPU).\n"
+    )
+
+
+def _readme_command(readme: Path) -> str | None:
+    """The first `python examples/capsnet_mnist.py ...` command, with its continuation lines."""
+    lines = readme.read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line.strip().startswith("python") and "capsnet_mnist.py" in line:
+            command = [line.strip()]
+            while command[-1].endswith("\\") and index + 1 < len(lines):
+                index += 1
+                command.append("    " + lines[index].strip())
+            return "\n".join(command)
+    return None
+
+
+def render_example_readme(docs_dir: Path) -> str:
+    """The run's README, folded: how it was made and what it was compared with."""
+    readme = docs_dir / "assets" / "example" / "README.md"
+    if not readme.exists():
+        return ""
+    body = []
+    for line in readme.read_text().splitlines():
+        if line.startswith("# "):
+            continue  # the title: the admonition has its own
+        heading = re.match(r"^#{2,6} (.*)$", line)
+        body.append(f"**{heading.group(1)}**" if heading else line)
+    indented = "\n".join("    " + line if line.strip() else "" for line in body)
+    return (
+        '??? info "How this run was made, and how it compares with a hand-written '
+        'PyTorch CapsNet (`assets/example/README.md`)"\n\n' + indented.strip("\n") + "\n"
     )
 
 
@@ -327,6 +353,7 @@ RENDERERS = {
     "coupling": render_coupling,
     "example-run": render_example_run,
     "example-caveat": render_example_caveat,
+    "example-readme": render_example_readme,
     "parity": render_parity,
     "benchmarks": render_benchmarks,
 }
