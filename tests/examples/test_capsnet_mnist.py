@@ -41,9 +41,9 @@ def _test_images(mnist_path: Path, count: int) -> np.ndarray:
         return data["x_test"][:count, ..., None].astype("float32") / 255.0
 
 
-# Tiny slices: the point is the whole pipeline, not the accuracy. Small
-# batches also keep JAX fast, whose CPU backward pass of the stride-2
-# convolution is slow.
+# Tiny slices, one training step: the point is the whole pipeline, not the
+# accuracy. A small batch also keeps JAX quick, whose CPU backward pass of
+# the stride-2 convolution is slow.
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory, mnist_path):
     output_dir = tmp_path_factory.mktemp("capsnet_mnist")
@@ -52,8 +52,8 @@ def example_run(tmp_path_factory, mnist_path):
         "--backend", BACKEND,
         "--data", str(mnist_path),
         "--epochs", "1",
-        "--train-samples", "16",
-        "--test-samples", "16",
+        "--train-samples", "8",
+        "--test-samples", "8",
         "--batch-size", "8",
         "--output-dir", str(output_dir),
     ]  # fmt: skip
@@ -79,7 +79,7 @@ def test_writes_metrics(example_run):
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["backend"] == BACKEND
     assert metrics["epochs"] == 1 and len(metrics["epoch_seconds"]) == 1
-    assert metrics["train_samples"] == 16 and metrics["test_samples"] == 16
+    assert metrics["train_samples"] == 8 and metrics["test_samples"] == 8
     assert metrics["parameters"] == 8_215_568
     assert metrics["seconds_per_epoch"] > 0 and metrics["train_images_per_second"] > 0
     assert metrics["args"]["batch_size"] == 8 and metrics["args"]["shift"] == 2
@@ -103,8 +103,8 @@ def test_saved_model_reloads_and_reproduces_the_accuracy(example_run, mnist_path
     model = keras.saving.load_model(output_dir / "capsnet.keras")
     assert isinstance(model, keras_capsules.models.CapsNet)
     with np.load(mnist_path) as data:
-        labels = data["y_test"][:16]
-    lengths, _ = model.predict(_test_images(mnist_path, 16), verbose=0)
+        labels = data["y_test"][:8]
+    lengths, _ = model.predict(_test_images(mnist_path, 8), verbose=0)
     accuracy = float(np.mean(np.argmax(lengths, axis=-1) == labels))
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert accuracy == pytest.approx(metrics["test_accuracy"])
