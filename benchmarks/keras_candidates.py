@@ -1,0 +1,159 @@
+"""The Keras contenders: `keras_capsules` layers and models on the current backend.
+
+A variant name is `keras` plus options joined by `-`:
+
+- `jit`: `jit_compile=True` (TensorFlow: XLA; PyTorch: `torch.compile`;
+  JAX: its default). Without `jit` or `nojit`, each backend's own default
+  on this device (`"auto"`: XLA off for TensorFlow on CPU, eager PyTorch,
+  jitted JAX);
+- `nojit`: `jit_compile=False`, spelled out;
+- `stopgrad`: `RoutingCapsule(stop_gradient_on_agreement=True)`;
+- `bf16`: the `mixed_bfloat16` dtype policy (bfloat16 compute, float32
+  weights, routing softmax and norms in float32).
+
+Steps go through `Model.train_on_batch` / `Model.predict_on_batch`, the
+compiled train / predict functions a user gets from `compile`.
+"""
+
+from __future__ import annotations
+
+import common
+import keras
+
+from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
+from keras_capsules.losses import MarginLoss, ReconstructionLoss
+from keras_capsules.models import CapsNet
+
+OPTIONS = ("jit", "nojit", "stopgrad", "bf16")
+
+
+def parse_variant(name: str) -> dict:
+    parts = name.split("-")
+    if parts[0] != "keras" or any(part not in OPTIONS for part in parts[1:]):
+        raise ValueError(f"Unknown Keras variant {name!r}; options are {OPTIONS}")
+    jit_compile = "auto"
+    if "jit" in parts:
+        jit_compile = True
+    elif "nojit" in parts:
+        jit_compile = False
+    return {
+        "jit_compile": jit_compile,
+        "stop_gradient_on_agreement": "stopgrad" in parts,
+        "dtype_policy": "mixed_bfloat16" if "bf16" in parts else "float32",
+    }
+
+
+def routing_model(stop_gradient_on_agreement: bool) -> keras.Model:
+    inputs = keras.Input((common.INPUT_CAPSULES, common.INPUT_CAPSULE_DIM))
+    capsules = RoutingCapsule(
+        common.NUM_CLASSES,
+        common.CAPSULE_DIM,
+        routing_iterations=common.ROUTING_ITERATIONS,
+        stop_gradient_on_agreement=stop_gradient_on_agreement,
+    )(inputs)
+    return keras.Model(inputs, Length()(capsules), name="routing")
+
+
+def capsnet_from_layers(stop_gradient_on_agreement: bool) -> keras.Model:
+    """The paper's CapsNet from the public layers; one model for train and predict.
+
+    `Mask` keeps the labelled capsule when labels are given and the longest
+    one otherwise, so the inference model shares every weight.
+    """
+    images = keras.Input(common.IMAGE_SHAPE)
+    labels = keras.Input((common.NUM_CLASSES,))
+    features = keras.layers.Conv2D(
+        common.CONV_FILTERS, common.KERNEL_SIZE, activation="relu"
+    )(images)
+    primary = PrimaryCapsule(
+        common.PRIMARY_CAPSULES, common.INPUT_CAPSULE_DIM, common.KERNEL_SIZE, strides=2
+    )(features)
+    capsules = RoutingCapsule(
+        common.NUM_CLASSES,
+        common.CAPSULE_DIM,
+        routing_iterations=common.ROUTING_ITERATIONS,
+        stop_gradient_on_agreement=stop_gradient_on_agreement,
+    )(primary)
+    lengths = Length()(capsules)
+    pixels = int(common.IMAGE_SHAPE[0] * common.IMAGE_SHAPE[1] * common.IMAGE_SHAPE[2])
+    decoder = keras.Sequential(
+        [
+            keras.layers.Dense(common.DECODER_UNITS[0], activation="relu"),
+            keras.layers.Dense(common.DECODER_UNITS[1], activation="relu"),
+            keras.layers.Dense(pixels, activation="sigmoid"),
+            keras.layers.Reshape(common.IMAGE_SHAPE),
+        ]
+    )
+    train = keras.Model(
+        [images, labels], [lengths, decoder(Mask()([capsules, labels]))], name="capsnet"
+    )
+    infer = keras.Model(
+        images, [lengths, decoder(Mask()(capsules))], name="capsnet_infer"
+    )
+    return train, infer
+
+
+def capsnet(
+    stop_gradient_on_agreement: bool, source: str
+) -> tuple[keras.Model, keras.Model]:
+    if source == "model":
+        model = CapsNet(stop_gradient_on_agreement=stop_gradient_on_agreement)
+        return model, model
+    return capsnet_from_layers(stop_gradient_on_agreement)
+
+
+class KerasContender:
+    """A compiled Keras model plus the batch it trains / predicts on."""
+
+    def __init__(
+        self, bench: str, variant: str, batch: dict, capsnet_source: str = "model"
+    ):
+        options = parse_variant(variant)
+        self.options = options
+        previous_policy = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(options["dtype_policy"])
+        try:
+            sg = options["stop_gradient_on_agreement"]
+            if bench == "routing":
+                self.model = self.infer_model = routing_model(sg)
+                loss, loss_weights = MarginLoss(), None
+            else:
+                self.model, self.infer_model = capsnet(sg, capsnet_source)
+                loss = [MarginLoss(), ReconstructionLoss()]
+                loss_weights = [1.0, common.RECONSTRUCTION_WEIGHT]
+        finally:
+            keras.config.set_dtype_policy(previous_policy)
+        self.model.compile(
+            optimizer=keras.optimizers.Adam(common.LEARNING_RATE),
+            loss=loss,
+            loss_weights=loss_weights,
+            jit_compile=options["jit_compile"],
+        )
+        if self.infer_model is not self.model:
+            self.infer_model.compile(jit_compile=options["jit_compile"])
+        # Backend tensors, so no step pays a NumPy conversion the
+        # hand-written baselines do not.
+        inputs = keras.ops.convert_to_tensor(batch["inputs"])
+        labels = keras.ops.convert_to_tensor(batch["labels"])
+        if bench == "routing":
+            self.x, self.y = inputs, labels
+        else:
+            self.x, self.y = (inputs, labels), (labels, inputs)
+        self.infer_x = inputs
+
+    @property
+    def resolved_jit_compile(self) -> bool:
+        return bool(self.model.jit_compile)
+
+    def train_step(self):
+        return self.model.train_on_batch(self.x, self.y)
+
+    def infer_step(self):
+        return self.infer_model.predict_on_batch(self.infer_x)
+
+    def sync(self, result) -> None:
+        # train_on_batch / predict_on_batch return NumPy values: already done.
+        return None
+
+    def num_params(self) -> int:
+        return self.model.count_params()
