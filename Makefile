@@ -26,8 +26,8 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check keras_capsules tests examples benchmarks
-	$(VENV)/bin/ruff format --check keras_capsules tests examples benchmarks
+	$(VENV)/bin/ruff check keras_capsules tests examples benchmarks scripts
+	$(VENV)/bin/ruff format --check keras_capsules tests examples benchmarks scripts
 
 typecheck: venv
 	$(VENV)/bin/mypy keras_capsules
