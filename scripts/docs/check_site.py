@@ -167,7 +167,9 @@ def make_driver(user_data_dir: str):
         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
     ):
         options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    options.set_capability(
+        "goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"}
+    )
     service = Service(executable_path=CHROMEDRIVER)
     return webdriver.Chrome(options=options, service=service)
 
@@ -180,7 +182,10 @@ def external_requests(driver, base_host: str) -> list[str]:
             continue
         url = message["params"]["request"]["url"]
         parsed = urlparse(url)
-        if parsed.scheme in ("http", "https", "ws", "wss") and parsed.hostname != base_host:
+        if (
+            parsed.scheme in ("http", "https", "ws", "wss")
+            and parsed.hostname != base_host
+        ):
             urls.append(url)
     return urls
 
@@ -193,7 +198,9 @@ def http_status(url: str) -> int:
         return error.code
 
 
-def check_page(driver, base: str, path: str, allow_pending: bool) -> tuple[list[str], dict]:
+def check_page(
+    driver, base: str, path: str, allow_pending: bool
+) -> tuple[list[str], dict]:
     url = base + path
     name = "/" + path
     problems = []
@@ -258,7 +265,9 @@ def check_search(driver, base: str) -> list[str]:
             )
         )
     except Exception as error:  # noqa: BLE001  (any failure is a finding)
-        return [f"search: typing 'routing' on the home page gave no results ({error!r})"]
+        return [
+            f"search: typing 'routing' on the home page gave no results ({error!r})"
+        ]
     problems = [
         f"search: console error: {entry['message']}"
         for entry in driver.get_log("browser")
@@ -287,10 +296,16 @@ def screenshots(driver, base: str, out: Path, pages: dict[str, str]) -> list[Pat
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--site", type=Path, default=ROOT / "site", help="the built site")
+    parser.add_argument(
+        "--site", type=Path, default=ROOT / "site", help="the built site"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "site-screenshots")
-    parser.add_argument("--build", action="store_true", help="run mkdocs build --strict first")
-    parser.add_argument("--no-install", action="store_true", help="never apt-get install")
+    parser.add_argument(
+        "--build", action="store_true", help="run mkdocs build --strict first"
+    )
+    parser.add_argument(
+        "--no-install", action="store_true", help="never apt-get install"
+    )
     parser.add_argument(
         "--allow-pending", action="store_true", help="accept 'Results pending' notes"
     )
@@ -309,12 +324,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.build:
         subprocess.run(
-            [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(args.site)],
+            [
+                sys.executable,
+                "-m",
+                "mkdocs",
+                "build",
+                "--strict",
+                "--site-dir",
+                str(args.site),
+            ],
             check=True,
             cwd=ROOT,
         )
     if not (args.site / "index.html").exists():
-        log(f"No built site at {args.site}: run `mkdocs build --strict` (or pass --build)")
+        log(
+            f"No built site at {args.site}: run `mkdocs build --strict` (or pass --build)"
+        )
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -329,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             browser_started = time.perf_counter()
             for path in paths:
-                page_problems, summary = check_page(driver, base, path, args.allow_pending)
+                page_problems, summary = check_page(
+                    driver, base, path, args.allow_pending
+                )
                 problems += page_problems
                 pages["/" + path] = summary
                 mark = "ok  " if not page_problems else "FAIL"
@@ -340,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
             problems += check_search(driver, base)
             shot_pages = dict(SCREENSHOT_PAGES)
             if args.all_screenshots:
-                shot_pages.update({p.strip("/").replace("/", "-"): p for p in paths if p})
+                shot_pages.update(
+                    {p.strip("/").replace("/", "-"): p for p in paths if p}
+                )
             saved = screenshots(driver, base, args.out, shot_pages)
             browser_seconds = time.perf_counter() - browser_started
         finally:

@@ -36,10 +36,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
+import keras  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-
-import keras  # noqa: E402
 
 import keras_capsules  # noqa: E402
 from keras_capsules import ops as capsule_ops  # noqa: E402
@@ -96,7 +95,13 @@ def margin_loss_figure(out_dir: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     x = lengths[:, 0]
-    ax.plot(x, present, color=COLORS[2], lw=2.2, label=r"class present: $\max(0, m^+ - \|v_k\|)^2$")
+    ax.plot(
+        x,
+        present,
+        color=COLORS[2],
+        lw=2.2,
+        label=r"class present: $\max(0, m^+ - \|v_k\|)^2$",
+    )
     ax.plot(
         x,
         absent,
@@ -120,8 +125,11 @@ def load_mnist(path: Path) -> tuple[np.ndarray, ...]:
     with np.load(path) as data:
         x_train = data["x_train"].astype("float32")[..., None] / 255.0
         x_test = data["x_test"].astype("float32")[..., None] / 255.0
-        return x_train, data["y_train"].astype("int64"), x_test, data["y_test"].astype(
-            "int64"
+        return (
+            x_train,
+            data["y_train"].astype("int64"),
+            x_test,
+            data["y_test"].astype("int64"),
         )
 
 
@@ -159,7 +167,9 @@ def find_routing_layer(model: keras.Model) -> keras_capsules.layers.RoutingCapsu
     return found[0]
 
 
-def routing_inputs(model: keras.Model, layer: keras.layers.Layer, x: np.ndarray) -> np.ndarray:
+def routing_inputs(
+    model: keras.Model, layer: keras.layers.Layer, x: np.ndarray
+) -> np.ndarray:
     """The input capsules of `layer` for images `x`, for any kind of model.
 
     The layer's `call` is wrapped for the duration of an eager forward pass,
@@ -214,7 +224,9 @@ def coupling_statistics(
             v, c = capsule_ops.routing_by_agreement(
                 predictions, routing_iterations=r, return_coupling=True
             )
-            c = keras.ops.convert_to_numpy(c)  # (batch, num_capsules, input_num_capsules)
+            c = keras.ops.convert_to_numpy(
+                c
+            )  # (batch, num_capsules, input_num_capsules)
             stats = result[r]
             stats["class_coupling"].append(np.einsum("bji,bi->bj", c, weights))
             stats["lengths"].append(
@@ -225,10 +237,15 @@ def coupling_statistics(
             stats["top_share"].append((top * weights).sum(axis=1))
             stats["true_coupling"].append(c[np.arange(len(truth)), truth])
             stats["weights"].append(weights)
-    return {r: {k: np.concatenate(v) for k, v in stats.items()} for r, stats in result.items()}
+    return {
+        r: {k: np.concatenate(v) for k, v in stats.items()}
+        for r, stats in result.items()
+    }
 
 
-def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, q: list[float]) -> list[float]:
+def _weighted_percentiles(
+    values: np.ndarray, weights: np.ndarray, q: list[float]
+) -> list[float]:
     order = np.argsort(values)
     cumulative = np.cumsum(weights[order])
     cumulative /= cumulative[-1]
@@ -265,7 +282,9 @@ def coupling_figure(
     bottom = outer[2].subgridspec(1, 2, wspace=0.28)
     shown = ITERATIONS[1:]  # r = 1 is exactly uniform: nothing to show
     limit = max(
-        abs(stats[r]["class_coupling"][i] - uniform).max() for r in shown for i in examples
+        abs(stats[r]["class_coupling"][i] - uniform).max()
+        for r in shown
+        for i in examples
     )
     for column, index in enumerate(examples):
         image_ax = fig.add_subplot(top[0, column])
@@ -310,12 +329,17 @@ def coupling_figure(
     hist_ax.axvline(uniform, color="0.3", ls=":", lw=1.2, label="r = 1: all 1/10")
     hist_ax.set_xlabel("coupling $c_{ij}$ to the true class j")
     hist_ax.set_yticks([])
-    hist_ax.set_title(f"all primary capsules, {n} test digits\n(weighted by length)", fontsize=10)
+    hist_ax.set_title(
+        f"all primary capsules, {n} test digits\n(weighted by length)", fontsize=10
+    )
     hist_ax.legend(fontsize=9, loc="upper right")
     hist_ax.set_ylim(0, hist_ax.get_ylim()[1] * 1.35)
 
     share_ax = fig.add_subplot(bottom[0, 1])
-    shares = [summary["iterations"][str(r)]["share_routed_mostly_to_true_class"] for r in ITERATIONS]
+    shares = [
+        summary["iterations"][str(r)]["share_routed_mostly_to_true_class"]
+        for r in ITERATIONS
+    ]
     positions = np.arange(len(ITERATIONS))
     share_ax.bar(positions, [100 * s for s in shares], 0.6, color=COLORS)
     share_ax.axhline(100 * uniform, color="0.3", ls=":", lw=1.2)
@@ -332,7 +356,9 @@ def coupling_figure(
     )
     share_ax.set_ylim(0, 100)
     share_ax.set_ylabel("% of primary capsules")
-    share_ax.set_title("largest coupling goes to the true class\n(weighted by length)", fontsize=10)
+    share_ax.set_title(
+        "largest coupling goes to the true class\n(weighted by length)", fontsize=10
+    )
     fig.suptitle(
         "Coupling coefficients of a trained CapsNet after r routing iterations",
         fontsize=12,
@@ -344,9 +370,15 @@ def coupling_figure(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "mnist.npz")
-    parser.add_argument("--model", type=Path, help="a trained .keras model with a RoutingCapsule")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "assets" / "concepts")
+    parser.add_argument(
+        "--data", type=Path, default=ROOT.parent / "shared" / "data" / "mnist.npz"
+    )
+    parser.add_argument(
+        "--model", type=Path, help="a trained .keras model with a RoutingCapsule"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "assets" / "concepts"
+    )
     parser.add_argument("--train-samples", type=int, default=6000)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--test-samples", type=int, default=500)
@@ -379,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         if sidecar.exists():  # written below, next to a model trained here
             source = json.loads(sidecar.read_text())["source"]
     else:
-        model = train_small_capsnet(x_train, y_train, args.train_samples, args.epochs, args.seed)
+        model = train_small_capsnet(
+            x_train, y_train, args.train_samples, args.epochs, args.seed
+        )
         source = (
             "small CapsNet (Conv2D 64 9x9, PrimaryCapsule(16, 8), RoutingCapsule(10, 16)) "
             f"trained {args.epochs} epochs on {args.train_samples} MNIST images"

@@ -115,13 +115,29 @@ def render_example_run(docs_dir: Path) -> str:
     if command:
         out.append("The run on this page:\n\n```bash\n" + command + "\n```\n")
     elif metrics.get("args"):
-        out.append("The run on this page:\n\n```bash\n" + _example_command(metrics["args"]) + "\n```\n")
+        out.append(
+            "The run on this page:\n\n```bash\n"
+            + _example_command(metrics["args"])
+            + "\n```\n"
+        )
     rows = [
-        ["test accuracy", f"**{metrics['test_accuracy']:.2%}** on {metrics['test_samples']:,} test images"],
-        ["training", f"{metrics['epochs']} epochs on {metrics['train_samples']:,} images"],
-        ["backend", f"{metrics['backend']} (Keras {metrics['keras_version']}), {metrics.get('devices', 1)} device(s)"],
+        [
+            "test accuracy",
+            f"**{metrics['test_accuracy']:.2%}** on {metrics['test_samples']:,} test images",
+        ],
+        [
+            "training",
+            f"{metrics['epochs']} epochs on {metrics['train_samples']:,} images",
+        ],
+        [
+            "backend",
+            f"{metrics['backend']} (Keras {metrics['keras_version']}), {metrics.get('devices', 1)} device(s)",
+        ],
         ["parameters", f"{metrics['parameters']:,}"],
-        ["time per epoch", f"{metrics['seconds_per_epoch']:.1f} s ({metrics['train_images_per_second']:.0f} training images/s)"],
+        [
+            "time per epoch",
+            f"{metrics['seconds_per_epoch']:.1f} s ({metrics['train_images_per_second']:.0f} training images/s)",
+        ],
         ["inference", f"{metrics['test_images_per_second']:.0f} test images/s"],
     ]
     out.append(_table(["", "this run"], rows))
@@ -185,13 +201,22 @@ def render_example_readme(docs_dir: Path) -> str:
     indented = "\n".join("    " + line if line.strip() else "" for line in body)
     return (
         '??? info "How this run was made, and how it compares with a hand-written '
-        'PyTorch CapsNet (`assets/example/README.md`)"\n\n' + indented.strip("\n") + "\n"
+        'PyTorch CapsNet (`assets/example/README.md`)"\n\n'
+        + indented.strip("\n")
+        + "\n"
     )
 
 
 def _example_command(args: dict) -> str:
     parts = ["python examples/capsnet_mnist.py"]
-    for flag in ("backend", "data", "epochs", "train_samples", "test_samples", "output_dir"):
+    for flag in (
+        "backend",
+        "data",
+        "epochs",
+        "train_samples",
+        "test_samples",
+        "output_dir",
+    ):
         value = args.get(flag)
         if value is not None:
             if flag == "data":
@@ -213,7 +238,11 @@ def render_parity(docs_dir: Path) -> str:
     saved_by = data.get("saved_by", {})
     tolerances = data.get("tolerances", {})
     backends = sorted(
-        {loader for report in saved_by.values() for loader in report.get("loaded_by", {})}
+        {
+            loader
+            for report in saved_by.values()
+            for loader in report.get("loaded_by", {})
+        }
         | set(saved_by)
     )
     out = []
@@ -231,7 +260,9 @@ def render_parity(docs_dir: Path) -> str:
         row = [f"saved by **{saver}**"]
         for loader in backends:
             entry = loaded_by.get(loader)
-            row.append(_fmt(entry["prediction_max_abs_vs_saver"]) if entry else "not run")
+            row.append(
+                _fmt(entry["prediction_max_abs_vs_saver"]) if entry else "not run"
+            )
         rows.append(row)
     out.append(_table(["", *[f"loaded by {b}" for b in backends]], rows))
 
@@ -258,7 +289,13 @@ def render_parity(docs_dir: Path) -> str:
             )
     out.append(
         _table(
-            ["file saved by", "loaders", "predictions", "loss", "SGD update (worst weight)"],
+            [
+                "file saved by",
+                "loaders",
+                "predictions",
+                "loss",
+                "SGD update (worst weight)",
+            ],
             rows,
         )
     )
@@ -269,7 +306,9 @@ def render_parity(docs_dir: Path) -> str:
         keras_versions.add(report.get("keras_version", "?"))
         for loader, entry in report.get("loaded_by", {}).items():
             versions[loader] = entry.get("framework_version", "?")
-    errors = sorted({e for report in saved_by.values() for e in report.get("errors", [])})
+    errors = sorted(
+        {e for report in saved_by.values() for e in report.get("errors", [])}
+    )
     out.append(
         "Measured with Keras "
         + ", ".join(sorted(keras_versions))
@@ -308,7 +347,12 @@ def render_benchmarks(docs_dir: Path) -> str:
     if reports:
         for report in reports:
             # One level below this page's "Results" section.
-            text = re.sub(r"^(#+) ", lambda m: "##" + m.group(1) + " ", report.read_text(), flags=re.M)
+            text = re.sub(
+                r"^(#+) ",
+                lambda m: "##" + m.group(1) + " ",
+                report.read_text(),
+                flags=re.M,
+            )
             out.append(text.rstrip() + "\n")
     else:
         for path in results:
@@ -362,7 +406,9 @@ RENDERERS = {
 def render_figure(argument: str, docs_dir: Path, page_dir: Path) -> str:
     path, _, alt = (part.strip() for part in argument.partition("|"))
     if not (docs_dir / page_dir / path).exists():
-        return _pending(f"the figure `{path}`", "It is made by the run described above.")
+        return _pending(
+            f"the figure `{path}`", "It is made by the run described above."
+        )
     return f"![{alt}]({path})\n"
 
 

@@ -75,8 +75,12 @@ def _page(src_uri: str):
 
 
 def test_missing_results_render_as_pending(hooks, tmp_path):
-    markdown = "# T\n\n<!-- render: parity -->\n\n<!-- figure: assets/x.png | An x -->\n"
-    out = hooks.on_page_markdown(markdown, _page("t.md"), {"docs_dir": str(tmp_path)}, None)
+    markdown = (
+        "# T\n\n<!-- render: parity -->\n\n<!-- figure: assets/x.png | An x -->\n"
+    )
+    out = hooks.on_page_markdown(
+        markdown, _page("t.md"), {"docs_dir": str(tmp_path)}, None
+    )
     assert out.count('!!! pending "Results pending"') == 2
     assert "<!--" not in out
 
@@ -85,7 +89,10 @@ def test_existing_figure_renders_as_image(hooks, tmp_path):
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "x.png").write_bytes(b"png")
     out = hooks.on_page_markdown(
-        "<!-- figure: assets/x.png | An x -->\n", _page("t.md"), {"docs_dir": str(tmp_path)}, None
+        "<!-- figure: assets/x.png | An x -->\n",
+        _page("t.md"),
+        {"docs_dir": str(tmp_path)},
+        None,
     )
     assert out == "![An x](assets/x.png)\n"
 
@@ -129,7 +136,9 @@ def test_parity_table_shows_every_pair(hooks, tmp_path):
     path.write_text(json.dumps({"saved_by": {"jax": report}, "tolerances": {}}))
     out = hooks.render_parity(tmp_path)
     assert "saved by **jax** | 0 (identical) | 1.00e-07 | 1.00e-07 |" in out
-    assert "| jax | jax vs torch | 2.00e-07 | 1.00e-08 | 3.00e-06 (`conv/kernel`) |" in out
+    assert (
+        "| jax | jax vs torch | 2.00e-07 | 1.00e-08 | 3.00e-06 (`conv/kernel`) |" in out
+    )
     assert "torch torch-1" in out
 
 

@@ -31,7 +31,11 @@ MODULE_NAMES = _module_names()
 
 
 def test_every_public_module_is_collected():
-    for name in ("keras_capsules.ops", "keras_capsules.layers", "keras_capsules.losses"):
+    for name in (
+        "keras_capsules.ops",
+        "keras_capsules.layers",
+        "keras_capsules.losses",
+    ):
         assert name in MODULE_NAMES
 
 

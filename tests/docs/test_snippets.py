@@ -56,7 +56,9 @@ def run_page(page: str) -> list[list[str]]:
     for number, code in enumerate(python_blocks(page), start=1):
         stdout = io.StringIO()
         with contextlib.redirect_stdout(stdout):
-            exec(compile(code, f"docs/{page}, python block {number}", "exec"), namespace)
+            exec(
+                compile(code, f"docs/{page}, python block {number}", "exec"), namespace
+            )
         printed.append(stdout.getvalue().splitlines())
     return printed
 
