@@ -9,7 +9,11 @@ A variant name is `keras` plus options joined by `-`:
 - `nojit`: `jit_compile=False`, spelled out;
 - `stopgrad`: `RoutingCapsule(stop_gradient_on_agreement=True)`;
 - `bf16`: the `mixed_bfloat16` dtype policy (bfloat16 compute, float32
-  weights, routing softmax and norms in float32).
+  weights, routing softmax and norms in float32);
+- `cf`: the CapsNet built from the layers with `data_format="channels_first"`
+  (the images have one channel, so NHWC and NCHW batches are the same
+  memory), which spares the PyTorch backend its NHWC <-> NCHW copies around
+  each convolution.
 
 Steps go through `Model.train_on_batch` / `Model.predict_on_batch`, the
 compiled train / predict functions a user gets from `compile`.
@@ -24,7 +28,7 @@ from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
 from keras_capsules.losses import MarginLoss, ReconstructionLoss
 from keras_capsules.models import CapsNet
 
-OPTIONS = ("jit", "nojit", "stopgrad", "bf16")
+OPTIONS = ("jit", "nojit", "stopgrad", "bf16", "cf")
 
 
 def parse_variant(name: str) -> dict:
@@ -40,6 +44,7 @@ def parse_variant(name: str) -> dict:
         "jit_compile": jit_compile,
         "stop_gradient_on_agreement": "stopgrad" in parts,
         "dtype_policy": "mixed_bfloat16" if "bf16" in parts else "float32",
+        "data_format": "channels_first" if "cf" in parts else "channels_last",
     }
 
 
@@ -54,19 +59,29 @@ def routing_model(stop_gradient_on_agreement: bool) -> keras.Model:
     return keras.Model(inputs, Length()(capsules), name="routing")
 
 
-def capsnet_from_layers(stop_gradient_on_agreement: bool) -> keras.Model:
+def capsnet_from_layers(
+    stop_gradient_on_agreement: bool, data_format: str = "channels_last"
+) -> tuple[keras.Model, keras.Model]:
     """The paper's CapsNet from the public layers; one model for train and predict.
 
     `Mask` keeps the labelled capsule when labels are given and the longest
     one otherwise, so the inference model shares every weight.
     """
-    images = keras.Input(common.IMAGE_SHAPE)
+    image_shape = _image_shape(data_format)
+    images = keras.Input(image_shape)
     labels = keras.Input((common.NUM_CLASSES,))
     features = keras.layers.Conv2D(
-        common.CONV_FILTERS, common.KERNEL_SIZE, activation="relu"
+        common.CONV_FILTERS,
+        common.KERNEL_SIZE,
+        activation="relu",
+        data_format=data_format,
     )(images)
     primary = PrimaryCapsule(
-        common.PRIMARY_CAPSULES, common.INPUT_CAPSULE_DIM, common.KERNEL_SIZE, strides=2
+        common.PRIMARY_CAPSULES,
+        common.INPUT_CAPSULE_DIM,
+        common.KERNEL_SIZE,
+        strides=2,
+        data_format=data_format,
     )(features)
     capsules = RoutingCapsule(
         common.NUM_CLASSES,
@@ -81,7 +96,7 @@ def capsnet_from_layers(stop_gradient_on_agreement: bool) -> keras.Model:
             keras.layers.Dense(common.DECODER_UNITS[0], activation="relu"),
             keras.layers.Dense(common.DECODER_UNITS[1], activation="relu"),
             keras.layers.Dense(pixels, activation="sigmoid"),
-            keras.layers.Reshape(common.IMAGE_SHAPE),
+            keras.layers.Reshape(image_shape),
         ]
     )
     train = keras.Model(
@@ -93,9 +108,18 @@ def capsnet_from_layers(stop_gradient_on_agreement: bool) -> keras.Model:
     return train, infer
 
 
+def _image_shape(data_format: str) -> tuple[int, int, int]:
+    height, width, channels = common.IMAGE_SHAPE
+    if data_format == "channels_first":
+        return (channels, height, width)
+    return (height, width, channels)
+
+
 def capsnet(
-    stop_gradient_on_agreement: bool, source: str
+    stop_gradient_on_agreement: bool, source: str, data_format: str
 ) -> tuple[keras.Model, keras.Model]:
+    if data_format == "channels_first":
+        return capsnet_from_layers(stop_gradient_on_agreement, data_format)
     if source == "model":
         model = CapsNet(stop_gradient_on_agreement=stop_gradient_on_agreement)
         return model, model
@@ -118,7 +142,9 @@ class KerasContender:
                 self.model = self.infer_model = routing_model(sg)
                 loss, loss_weights = MarginLoss(), None
             else:
-                self.model, self.infer_model = capsnet(sg, capsnet_source)
+                self.model, self.infer_model = capsnet(
+                    sg, capsnet_source, options["data_format"]
+                )
                 loss = [MarginLoss(), ReconstructionLoss()]
                 loss_weights = [1.0, common.RECONSTRUCTION_WEIGHT]
         finally:
@@ -133,7 +159,12 @@ class KerasContender:
             self.infer_model.compile(jit_compile=options["jit_compile"])
         # Backend tensors, so no step pays a NumPy conversion the
         # hand-written baselines do not.
-        inputs = keras.ops.convert_to_tensor(batch["inputs"])
+        inputs = batch["inputs"]
+        if bench == "capsnet":
+            # One channel: the NCHW batch is the NHWC batch reshaped.
+            shape = _image_shape(options["data_format"])
+            inputs = inputs.reshape((inputs.shape[0], *shape))
+        inputs = keras.ops.convert_to_tensor(inputs)
         labels = keras.ops.convert_to_tensor(batch["labels"])
         if bench == "routing":
             self.x, self.y = inputs, labels
