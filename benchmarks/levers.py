@@ -14,8 +14,10 @@ Formulations of `RoutingCapsule.call` (all the same math):
   then both contractions as einsums on `u_hat`;
 - `factored-einsum`: `u_hat` never formed (see `keras_capsules.ops._route_inputs`),
   contractions with the regrouped kernel written as einsums;
-- `factored-matmul`: the same with pre-transposed operands and `matmul`:
-  what `RoutingCapsule` now runs.
+- `factored-matmul-ike`: the same with pre-transposed operands and `matmul`,
+  the kernel viewed as `(J, I * D, E)`;
+- `factored-matmul`: the same with the kernel viewed as `(J, E, I * D)`,
+  so every kernel gradient is a plain GEMM: what `RoutingCapsule` now runs.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ PLAN = {
         ("uhat-einsum", "keras-jit"),
         ("factored-einsum", "keras"),
         ("factored-einsum", "keras-jit"),
+        ("factored-matmul-ike", "keras"),
+        ("factored-matmul-ike", "keras-jit"),
         ("factored-matmul", "keras"),
         ("factored-matmul", "keras-jit"),
         ("factored-matmul", "keras-bf16"),
@@ -46,6 +50,7 @@ PLAN = {
     "torch": [
         ("uhat-einsum", "keras"),
         ("factored-einsum", "keras"),
+        ("factored-matmul-ike", "keras"),
         ("factored-matmul", "keras"),
         ("factored-matmul", "keras-jit"),
         ("factored-matmul", "keras-bf16"),
@@ -53,6 +58,7 @@ PLAN = {
     "jax": [
         ("uhat-einsum", "keras"),
         ("factored-einsum", "keras"),
+        ("factored-matmul-ike", "keras"),
         ("factored-matmul", "keras"),
         ("factored-matmul", "keras-bf16"),
     ],
@@ -93,9 +99,38 @@ def _formulations():
             outputs = capsule_ops.squash(ops.einsum("jbk,jke->jbe", weighted, kernel_j))
         return ops.transpose(outputs, (1, 0, 2))
 
+    def factored_matmul_ike(inputs, kernel, iterations, stop_gradient):
+        # The kernel as (J, I*D, E): its gradients are (I*D, B) x (B, E)
+        # GEMMs, which XLA on CPU ran as slow transposed products.
+        num_inputs, num_outputs, input_dim, output_dim = kernel.shape
+        flat = num_inputs * input_dim
+        kernel_j = ops.reshape(
+            ops.transpose(kernel, (1, 0, 2, 3)), (num_outputs, flat, output_dim)
+        )
+        kernel_flat = ops.reshape(
+            ops.transpose(kernel, (0, 2, 1, 3)), (flat, num_outputs * output_dim)
+        )
+        kernel_t = ops.transpose(kernel_j, (0, 2, 1))
+        uniform = ops.matmul(ops.reshape(inputs, (-1, flat)), kernel_flat)
+        uniform = ops.reshape(uniform / num_outputs, (-1, num_outputs, output_dim))
+        outputs = capsule_ops.squash(ops.transpose(uniform, (1, 0, 2)))
+        logits = None
+        for _ in range(1, iterations):
+            projected = ops.matmul(outputs, kernel_t)
+            projected = ops.reshape(projected, (num_outputs, -1, num_inputs, input_dim))
+            agreement = ops.sum(projected * inputs, axis=-1)
+            logits = agreement if logits is None else logits + agreement
+            coupling = ops.softmax(logits, axis=0)
+            weighted = ops.reshape(
+                ops.expand_dims(coupling, -1) * inputs, (num_outputs, -1, flat)
+            )
+            outputs = capsule_ops.squash(ops.matmul(weighted, kernel_j))
+        return ops.transpose(outputs, (1, 0, 2))
+
     return {
         "uhat-einsum": uhat_einsum,
         "factored-einsum": factored_einsum,
+        "factored-matmul-ike": factored_matmul_ike,
         "factored-matmul": capsule_ops._route_inputs,
     }
 

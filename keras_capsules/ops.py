@@ -142,6 +142,96 @@ def capsule_predictions(inputs: Any, kernel: Any) -> Any:
     return ops.einsum("bid,ijde->bjie", inputs, kernel)
 
 
+def space_to_depth_conv(
+    inputs: Any,
+    kernel: Any,
+    strides: tuple[int, int],
+    padding: str = "valid",
+    data_format: str = "channels_last",
+) -> Any:
+    """A strided 2D convolution computed as a stride-1 one, same result.
+
+    Equal to `keras.ops.conv(inputs, kernel, strides, padding, data_format)`.
+    The kernel is zero-padded to a multiple of the strides and both the
+    input and the kernel are rearranged so that every `sh x sw` block of
+    pixels becomes one pixel with `sh * sw` times the channels; a stride-1
+    convolution of those gives the strided output. It does up to
+    `(ceil(k / s) * s / k)^2` times the multiply-adds (1.23x for the
+    paper's 9x9 stride 2), but XLA on CPU differentiates a stride-1
+    convolution far faster than a strided one (about 10x for the paper's
+    PrimaryCapsule on JAX; benchmarks/README.md). The kernel keeps the
+    `(kh, kw, in, out)` layout of `keras.layers.Conv2D`.
+
+    Args:
+        inputs: 4D images, channels last or first as `data_format` says.
+        kernel: Convolution kernel, shape `(kh, kw, in_channels, filters)`.
+        strides: Strides `(sh, sw)`.
+        padding: `"valid"` or `"same"` (TensorFlow's convention: extra
+            padding at the bottom and right).
+        data_format: `"channels_last"` or `"channels_first"`.
+
+    Returns:
+        The convolution, in `data_format`.
+    """
+    stride_h, stride_w = strides
+    kernel_h, kernel_w, channels, filters = kernel.shape
+    if data_format == "channels_first":
+        inputs = ops.transpose(inputs, (0, 2, 3, 1))
+    height, width = inputs.shape[1], inputs.shape[2]
+    if height is None or width is None:
+        raise ValueError(
+            "`space_to_depth_conv` needs the spatial size of its input. "
+            f"Received: inputs.shape={tuple(inputs.shape)}"
+        )
+    # Rows and columns each output needs, and the padding that "same" adds.
+    if padding == "same":
+        out_h, out_w = -(-height // stride_h), -(-width // stride_w)
+        pad_top = max((out_h - 1) * stride_h + kernel_h - height, 0) // 2
+        pad_left = max((out_w - 1) * stride_w + kernel_w - width, 0) // 2
+    else:
+        out_h = (height - kernel_h) // stride_h + 1
+        out_w = (width - kernel_w) // stride_w + 1
+        pad_top = pad_left = 0
+    blocks_h, blocks_w = -(-kernel_h // stride_h), -(-kernel_w // stride_w)
+    rows = (out_h - 1 + blocks_h) * stride_h
+    cols = (out_w - 1 + blocks_w) * stride_w
+    # Crop what no output reads; pad with zeros what only zero taps read.
+    inputs = inputs[:, : rows - pad_top, : cols - pad_left, :]
+    pad_bottom = rows - pad_top - inputs.shape[1]
+    pad_right = cols - pad_left - inputs.shape[2]
+    inputs = ops.pad(
+        inputs, ((0, 0), (pad_top, pad_bottom), (pad_left, pad_right), (0, 0))
+    )
+    inputs = ops.reshape(
+        inputs, (-1, rows // stride_h, stride_h, cols // stride_w, stride_w, channels)
+    )
+    inputs = ops.transpose(inputs, (0, 1, 3, 2, 4, 5))
+    inputs = ops.reshape(
+        inputs,
+        (-1, rows // stride_h, cols // stride_w, stride_h * stride_w * channels),
+    )
+    kernel = ops.pad(
+        kernel,
+        (
+            (0, blocks_h * stride_h - kernel_h),
+            (0, blocks_w * stride_w - kernel_w),
+            (0, 0),
+            (0, 0),
+        ),
+    )
+    kernel = ops.reshape(
+        kernel, (blocks_h, stride_h, blocks_w, stride_w, channels, filters)
+    )
+    kernel = ops.transpose(kernel, (0, 2, 1, 3, 4, 5))
+    kernel = ops.reshape(
+        kernel, (blocks_h, blocks_w, stride_h * stride_w * channels, filters)
+    )
+    outputs = ops.conv(inputs, kernel, strides=1, padding="valid")
+    if data_format == "channels_first":
+        outputs = ops.transpose(outputs, (0, 3, 1, 2))
+    return outputs
+
+
 def _routing_iterations(
     uniform_sum: Any,
     weighted_sum: Any,
@@ -249,55 +339,57 @@ def _route_inputs(
     """`routing_by_agreement(capsule_predictions(inputs, kernel), ...)`, fast.
 
     The prediction vectors `u_hat[b, j, i] = u[b, i] W[i, j]` are never
-    formed. With the kernel regrouped by output capsule as
-    `W_j = W[:, j].reshape(I * D, E)`, both routing contractions become
-    batched matrix products over the `J` output capsules:
+    formed. With the kernel regrouped by output capsule and transposed,
+    `K_j = W[:, j].reshape(I * D, E).T` of shape `(E, I * D)`, both routing
+    contractions become batched matrix products over the `J` output
+    capsules:
 
     - weighted sum: `s[b, j] = sum_i c[b, j, i] u_hat[b, j, i]
-      = flatten(c[b, j, :, None] * u[b]) @ W_j`;
+      = K_j @ flatten(c[b, j, :, None] * u[b])`;
     - agreement: `u_hat[b, j, i] . v[b, j] = sum_d u[b, i, d] (v[b, j]
-      @ W_j^T)[i, d]`.
+      @ K_j)[i, d]`.
 
     Each iteration then moves one `(J, B, I * D)` tensor, half the size of
     `u_hat` (whose capsule dimension `E` is larger than `D`), through large
-    GEMMs and one elementwise product, which XLA fuses with its reduction;
-    `u_hat` needed batched matrix-vector products, slow on every backend's
-    CPU kernels. The first iteration, uniform coupling, is a single GEMM.
-    benchmarks/README.md has the measurements.
+    GEMMs and one elementwise product; `u_hat` needed batched
+    matrix-vector products, slow on every backend's CPU kernels. The first
+    iteration, uniform coupling, is a single GEMM.
 
     Layout: output capsules lead, `(J, B, ...)`, so the GEMMs need no
-    transposes; logits are `(J, B, I)` with the softmax over axis 0.
+    transposes of the activations; logits are `(J, B, I)` with the softmax
+    over axis 0. Every product uses the same `(J, E, I * D)` view of the
+    kernel, so each kernel gradient is a GEMM whose output is in that
+    layout: XLA on CPU ran the `(J, I * D, E)` layout's kernel gradients
+    as slow transposed GEMMs (benchmarks/README.md has the measurements).
     """
     check_positive_int("routing_iterations", routing_iterations)
     inputs = ops.convert_to_tensor(inputs)
     dtype = _dtype_name(inputs)
     input_num_capsules, num_capsules, input_capsule_dim, capsule_dim = kernel.shape
     flat_dim = input_num_capsules * input_capsule_dim
-    # (J, I * D, E): the GEMM operand of each output capsule.
+    # (J, E, I * D): output capsule, its dimension, then every input entry.
     kernel_by_capsule = ops.reshape(
-        ops.transpose(kernel, (1, 0, 2, 3)), (num_capsules, flat_dim, capsule_dim)
-    )
-    # (I * D, J * E): every output capsule at once, for the uniform iteration.
-    kernel_flat = ops.reshape(
-        ops.transpose(kernel, (0, 2, 1, 3)), (flat_dim, num_capsules * capsule_dim)
+        ops.transpose(kernel, (1, 3, 0, 2)), (num_capsules, capsule_dim, flat_dim)
     )
     agreement_inputs, agreement_kernel = inputs, kernel_by_capsule
     if stop_gradient_on_agreement:
         agreement_inputs = ops.stop_gradient(inputs)
         agreement_kernel = ops.stop_gradient(kernel_by_capsule)
-    # Transposed once here, not in every iteration's GEMM.
-    agreement_kernel = ops.transpose(agreement_kernel, (0, 2, 1))
 
     def uniform_sum() -> Any:
-        s = ops.matmul(ops.reshape(inputs, (-1, flat_dim)), kernel_flat) / num_capsules
-        s = ops.reshape(s, (-1, num_capsules, capsule_dim))
+        every_capsule = ops.reshape(kernel_by_capsule, (-1, flat_dim))
+        s = ops.matmul(
+            ops.reshape(inputs, (-1, flat_dim)), ops.transpose(every_capsule)
+        )
+        s = ops.reshape(s / num_capsules, (-1, num_capsules, capsule_dim))
         return ops.transpose(s, (1, 0, 2))
 
     def weighted_sum(coupling: Any) -> Any:
         weighted = ops.expand_dims(coupling, -1) * inputs
-        return ops.matmul(
-            ops.reshape(weighted, (num_capsules, -1, flat_dim)), kernel_by_capsule
-        )
+        weighted = ops.reshape(weighted, (num_capsules, -1, flat_dim))
+        # An einsum, not `matmul` with a transposed kernel: XLA then takes
+        # the kernel gradient directly in the (J, E, I * D) layout.
+        return ops.einsum("jbk,jek->jbe", weighted, kernel_by_capsule)
 
     def agreement(outputs: Any) -> Any:
         projected = ops.matmul(outputs, agreement_kernel)

@@ -80,18 +80,23 @@ def margin_loss(
     return (present + absent).sum(axis=-1)
 
 
-def conv2d_valid(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray, stride: int):
+def conv2d_valid(
+    x: np.ndarray,
+    kernel: np.ndarray,
+    bias: np.ndarray,
+    stride: int | tuple[int, int],
+):
     """A direct 'valid' convolution, channels last, for PrimaryCapsule."""
     x = np.asarray(x, dtype=np.float64)
     kh, kw, _, filters = kernel.shape
     batch, height, width, _ = x.shape
-    out_h = (height - kh) // stride + 1
-    out_w = (width - kw) // stride + 1
+    stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
+    out_h = (height - kh) // stride_h + 1
+    out_w = (width - kw) // stride_w + 1
     out = np.zeros((batch, out_h, out_w, filters))
     for y in range(out_h):
         for x_pos in range(out_w):
-            patch = x[
-                :, y * stride : y * stride + kh, x_pos * stride : x_pos * stride + kw
-            ]
+            top, left = y * stride_h, x_pos * stride_w
+            patch = x[:, top : top + kh, left : left + kw]
             out[:, y, x_pos] = np.tensordot(patch, kernel, axes=([1, 2, 3], [0, 1, 2]))
     return out + bias

@@ -171,3 +171,55 @@ def test_prediction_vectors_are_kernel_times_input():
             np.testing.assert_allclose(
                 predictions[:, j, i], u[:, i] @ kernel[i, j], rtol=1e-5, atol=1e-6
             )
+
+
+@pytest.mark.parametrize(
+    "image, kernel_size, strides, padding",
+    [
+        ((20, 20), (9, 9), (2, 2), "valid"),  # the paper's PrimaryCapsule
+        ((21, 19), (9, 9), (2, 2), "valid"),  # odd sizes: a row is cropped
+        ((13, 17), (3, 5), (3, 2), "valid"),
+        ((11, 14), (4, 3), (3, 2), "same"),
+        ((7, 9), (2, 2), (2, 2), "same"),
+        ((6, 6), (3, 3), (1, 1), "valid"),
+    ],
+)
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_space_to_depth_conv_is_the_strided_convolution(
+    image, kernel_size, strides, padding, data_format
+):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2, *image, 3)).astype("float32")
+    kernel = rng.normal(size=(*kernel_size, 3, 4)).astype("float32")
+    # An independent reference for the valid case; ops.conv for "same".
+    if padding == "valid":
+        expected = numpy_reference.conv2d_valid(x, kernel, np.zeros(4), stride=strides)
+    else:
+        expected = keras.ops.convert_to_numpy(
+            keras.ops.conv(x, kernel, strides, padding="same")
+        )
+    if data_format == "channels_first":
+        x = x.transpose(0, 3, 1, 2)
+        expected = expected.transpose(0, 3, 1, 2)
+    output = capsule_ops.space_to_depth_conv(x, kernel, strides, padding, data_format)
+    assert tuple(output.shape) == expected.shape
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(output), expected, rtol=1e-4, atol=1e-4
+    )
+
+
+def test_space_to_depth_conv_has_the_gradient_of_the_strided_convolution():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(2, 11, 12, 3)).astype("float32")
+    kernel = rng.normal(size=(5, 5, 3, 4)).astype("float32")
+
+    def loss(conv):
+        return lambda x, k: keras.ops.sum(keras.ops.square(conv(x, k, (2, 2))))
+
+    value, grads = value_and_grads(loss(keras.ops.conv), [x, kernel])
+    s2d_value, s2d_grads = value_and_grads(
+        loss(capsule_ops.space_to_depth_conv), [x, kernel]
+    )
+    np.testing.assert_allclose(s2d_value, value, rtol=1e-5)
+    for got, expected in zip(s2d_grads, grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)

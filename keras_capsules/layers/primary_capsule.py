@@ -8,6 +8,8 @@ from keras import ops
 from keras_capsules import ops as capsule_ops
 from keras_capsules._validation import check_positive_int, normalize_pair
 
+CONV_IMPLEMENTATIONS = ("direct", "space_to_depth")
+
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
 class PrimaryCapsule(keras.layers.Layer):
@@ -40,6 +42,13 @@ class PrimaryCapsule(keras.layers.Layer):
         bias_regularizer: Optional regularizer for the bias.
         kernel_constraint: Optional constraint for the kernel.
         bias_constraint: Optional constraint for the bias.
+        conv_implementation: How the convolution is computed, with the same
+            result and weights either way: `"direct"` (the backend's strided
+            convolution) or `"space_to_depth"` (a stride-1 convolution of
+            rearranged inputs, `keras_capsules.ops.space_to_depth_conv`),
+            which trains about 10x faster with XLA on CPU (JAX, TensorFlow
+            with `jit_compile=True`) and slightly slower elsewhere.
+            Defaults to `"direct"`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Input shape:
@@ -77,6 +86,7 @@ class PrimaryCapsule(keras.layers.Layer):
         bias_regularizer: Any = None,
         kernel_constraint: Any = None,
         bias_constraint: Any = None,
+        conv_implementation: str = "direct",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -106,6 +116,13 @@ class PrimaryCapsule(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
+        if conv_implementation not in CONV_IMPLEMENTATIONS:
+            raise ValueError(
+                "Received an invalid value for `conv_implementation`, expected "
+                f"one of {CONV_IMPLEMENTATIONS}. "
+                f"Received: conv_implementation={conv_implementation!r}"
+            )
+        self.conv_implementation = conv_implementation
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     @property
@@ -152,7 +169,12 @@ class PrimaryCapsule(keras.layers.Layer):
             self.bias = None
 
     def call(self, inputs: Any) -> Any:
-        features = ops.conv(
+        convolution = (
+            capsule_ops.space_to_depth_conv
+            if self.conv_implementation == "space_to_depth"
+            else ops.conv
+        )
+        features = convolution(
             inputs,
             self.kernel,
             strides=self.strides,
@@ -226,5 +248,6 @@ class PrimaryCapsule(keras.layers.Layer):
             "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
             "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
             "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+            "conv_implementation": self.conv_implementation,
         }
         return {**super().get_config(), **config}

@@ -87,6 +87,10 @@ class CapsNet(keras.Model):
         primary_kernel_size: Kernel size of the primary capsules'
             convolution. Defaults to `9`.
         primary_strides: Strides of that convolution. Defaults to `2`.
+        primary_conv_implementation: `"direct"` or `"space_to_depth"`, how
+            `PrimaryCapsule` computes that convolution (same result and
+            weights; `"space_to_depth"` trains about 10x faster with XLA on
+            CPU). Defaults to `"direct"`.
         capsule_dim: Dimensions of a class capsule. Defaults to `16`.
         decoder_units: Units of the decoder's hidden ReLU layers. Defaults
             to `(512, 1024)`.
@@ -148,6 +152,7 @@ class CapsNet(keras.Model):
         primary_capsule_dim: int = 8,
         primary_kernel_size: int = 9,
         primary_strides: int = 2,
+        primary_conv_implementation: str = "direct",
         capsule_dim: int = 16,
         decoder_units: tuple[int, ...] = (512, 1024),
         **kwargs: Any,
@@ -188,6 +193,7 @@ class CapsNet(keras.Model):
             kernel_size=self.primary_kernel_size,
             strides=self.primary_strides,
             data_format="channels_last",
+            conv_implementation=primary_conv_implementation,
             name="primary_capsule",
         )
         self.class_capsule = RoutingCapsule(
@@ -366,6 +372,7 @@ class CapsNet(keras.Model):
             "primary_capsule_dim": self.primary_capsule_dim,
             "primary_kernel_size": self.primary_kernel_size,
             "primary_strides": self.primary_strides,
+            "primary_conv_implementation": self.primary_capsule.conv_implementation,
             "capsule_dim": self.capsule_dim,
             "decoder_units": self.decoder_units,
         }

@@ -108,3 +108,56 @@ def test_image_smaller_than_kernel_is_rejected_at_build():
     layer = PrimaryCapsule(2, 4, kernel_size=9)
     with pytest.raises(ValueError, match=r"kernel_size=\(9, 9\).*\(None, 5, 5, 1\)"):
         layer(keras.Input((5, 5, 1)))
+
+
+def test_space_to_depth_contract(tmp_path):
+    run_layer_test(
+        PrimaryCapsule,
+        {
+            "num_capsules": 3,
+            "capsule_dim": 4,
+            "kernel_size": 3,
+            "strides": 2,
+            "conv_implementation": "space_to_depth",
+        },
+        np.random.default_rng(0).normal(size=(2, 9, 9, 5)).astype("float32"),
+        expected_output_shape=(2, 4 * 4 * 3, 4),
+        expected_num_trainable_weights=2,
+        tmp_path=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_space_to_depth_matches_direct_with_the_same_weights(data_format, padding):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2, 11, 10, 3)).astype("float32")
+    if data_format == "channels_first":
+        x = x.transpose(0, 3, 1, 2)
+    arguments = {
+        "num_capsules": 2,
+        "capsule_dim": 4,
+        "kernel_size": 5,
+        "strides": 2,
+        "padding": padding,
+        "data_format": data_format,
+    }
+    direct = PrimaryCapsule(**arguments)
+    s2d = PrimaryCapsule(conv_implementation="space_to_depth", **arguments)
+    direct.build(x.shape)
+    s2d.build(x.shape)
+    s2d.set_weights(direct.get_weights())
+    assert s2d.compute_output_shape(x.shape) == direct.compute_output_shape(x.shape)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(s2d(x)),
+        keras.ops.convert_to_numpy(direct(x)),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_bad_conv_implementation_is_rejected():
+    with pytest.raises(
+        ValueError, match="`conv_implementation`.*Received: conv_implementation='fft'"
+    ):
+        PrimaryCapsule(2, 4, kernel_size=3, conv_implementation="fft")

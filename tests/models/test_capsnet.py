@@ -213,3 +213,20 @@ def test_wrong_inputs_are_reported():
         model(np.zeros((2, 20, 20, 3), "float32"))
     with pytest.raises(ValueError, match=r"labels.shape=\(2, 4\)"):
         model((np.zeros((2, 20, 20, 1), "float32"), np.zeros((2, 4), "float32")))
+
+
+def test_space_to_depth_primary_convolution_is_the_same_model(tmp_path):
+    images, _ = _data(shape=(21, 20, 1))
+    small = {**SMALL, "input_shape": (21, 20, 1)}
+    direct = CapsNet(**small)
+    s2d = CapsNet(**small, primary_conv_implementation="space_to_depth")
+    assert s2d.get_config()["primary_conv_implementation"] == "space_to_depth"
+    s2d.set_weights(direct.get_weights())
+    expected = direct.predict(images, verbose=0)
+    got = s2d.predict(images, verbose=0)
+    for a, b in zip(got, expected):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    path = str(tmp_path / "s2d.keras")
+    s2d.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.primary_capsule.conv_implementation == "space_to_depth"
