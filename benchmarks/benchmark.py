@@ -35,22 +35,32 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402
 import report  # noqa: E402
 
-BACKENDS = ("tensorflow", "torch", "jax")
+BACKENDS = ("tensorflow", "torch", "jax", "jax-noynn")
+# Processes that are a backend plus environment settings. XLA on CPU fuses
+# dots with their elementwise consumers into YNNPACK kernels by default;
+# for the routing they ran ~2x slower than XLA's own (README).
+PROCESS_SETTINGS = {
+    "jax-noynn": ("jax", {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}),
+}
+
 # Each backend's Keras contenders; the hand-written baselines run beside
 # them in the same process, so every ratio compares interleaved timings.
 DEFAULT_CONTENDERS = {
     "tensorflow": (
-        "keras", "keras-jit", "keras-stopgrad", "keras-bf16", "torch",
+        "keras", "keras-jit", "keras-jit-s2d", "keras-stopgrad", "keras-bf16", "torch",
     ),
-    "torch": ("keras", "keras-jit", "keras-stopgrad", "keras-bf16", "torch"),
-    # No bf16 for JAX: its CapsNet train step is bound by XLA's CPU gradient
-    # of the strided convolution either way (README).
-    "jax": ("keras", "keras-stopgrad", "jax", "torch"),
+    "torch": (
+        "keras", "keras-jit", "keras-stopgrad", "keras-bf16", "keras-s2d", "torch",
+    ),
+    # No bf16 for JAX: bfloat16 is emulated on this CPU (slower, README).
+    "jax": ("keras", "keras-s2d", "keras-stopgrad", "jax", "jax-s2d", "torch"),
+    "jax-noynn": ("keras", "keras-s2d", "jax", "jax-s2d", "torch"),
 }  # fmt: skip
 SMOKE_CONTENDERS = {
     "tensorflow": ("keras", "torch"),
     "torch": ("keras", "torch"),
     "jax": ("keras", "jax"),
+    "jax-noynn": ("keras", "jax"),
 }
 # glibc returns every block over 32 MiB to the kernel on free, so each big
 # eager op pays ~9000 page faults for fresh zeroed pages (3x slower at these
@@ -138,6 +148,8 @@ def machine(device: str) -> dict:
 
 def worker_env(backend: str, args: argparse.Namespace) -> dict:
     env = dict(os.environ)
+    backend, settings = PROCESS_SETTINGS.get(backend, (backend, {}))
+    env.update(settings)
     env["KERAS_BACKEND"] = backend
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     env["PYTHONPATH"] = os.pathsep.join(

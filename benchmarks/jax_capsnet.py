@@ -46,16 +46,14 @@ def routing(u, kernel, iterations: int = common.ROUTING_ITERATIONS):
     batch, num_inputs, input_dim = u.shape
     num_outputs, output_dim = kernel.shape[1], kernel.shape[3]
     flat = num_inputs * input_dim
-    kernel_j = jnp.transpose(kernel, (1, 0, 2, 3)).reshape(
-        num_outputs, flat, output_dim
+    # One (J, E, I*D) view for every product, so each kernel gradient is a
+    # plain GEMM in that layout; (J, I*D, E) made XLA run transposed GEMMs.
+    kernel_t = jnp.transpose(kernel, (1, 3, 0, 2)).reshape(
+        num_outputs, output_dim, flat
     )
-    kernel_t = jnp.transpose(kernel_j, (0, 2, 1))
-    kernel_flat = jnp.transpose(kernel, (0, 2, 1, 3)).reshape(
-        flat, num_outputs * output_dim
-    )
-    # matmul on pre-transposed operands measured faster than einsum (README).
-    s = (u.reshape(batch, flat) @ kernel_flat).reshape(batch, num_outputs, output_dim)
-    v = squash(jnp.transpose(s, (1, 0, 2)) / num_outputs)
+    s = u.reshape(batch, flat) @ kernel_t.reshape(-1, flat).T
+    s = s.reshape(batch, num_outputs, output_dim) / num_outputs
+    v = squash(jnp.transpose(s, (1, 0, 2)))
     logits = None
     for _ in range(1, iterations):
         projected = v @ kernel_t
@@ -65,7 +63,7 @@ def routing(u, kernel, iterations: int = common.ROUTING_ITERATIONS):
         logits = agreement if logits is None else logits + agreement
         coupling = jax.nn.softmax(logits, axis=0)
         weighted = (coupling[..., None] * u).reshape(num_outputs, batch, flat)
-        v = squash(weighted @ kernel_j)
+        v = squash(jnp.einsum("jbk,jek->jbe", weighted, kernel_t))
     return jnp.transpose(v, (1, 0, 2))
 
 
@@ -118,9 +116,29 @@ def _conv(x, kernel_bias, stride):
     return y + bias
 
 
-def capsnet_apply(params, images, labels=None):
+def _space_to_depth_conv(x, kernel_bias, stride):
+    """`_conv` as a stride-1 convolution of stride x stride pixel blocks."""
+    kernel, bias = kernel_bias
+    size, _, channels, filters = kernel.shape
+    blocks = -(-size // stride)
+    out = (x.shape[1] - size) // stride + 1
+    rows = (out - 1 + blocks) * stride
+    x = x[:, :rows, :rows]
+    x = jnp.pad(x, ((0, 0), (0, rows - x.shape[1]), (0, rows - x.shape[2]), (0, 0)))
+    n = rows // stride
+    x = x.reshape(-1, n, stride, n, stride, channels).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(-1, n, n, stride * stride * channels)
+    pad = blocks * stride - size
+    kernel = jnp.pad(kernel, ((0, pad), (0, pad), (0, 0), (0, 0)))
+    kernel = kernel.reshape(blocks, stride, blocks, stride, channels, filters)
+    kernel = kernel.transpose(0, 2, 1, 3, 4, 5).reshape(blocks, blocks, -1, filters)
+    return _conv(x, (kernel, bias), 1)
+
+
+def capsnet_apply(params, images, labels=None, space_to_depth=False):
     """Class-capsule lengths and reconstructions of NHWC `images`."""
-    features = _conv(
+    primary_conv = _space_to_depth_conv if space_to_depth else _conv
+    features = primary_conv(
         jax.nn.relu(_conv(images, params["conv"], 1)), params["primary"], 2
     )
     u = squash(features.reshape(images.shape[0], -1, common.INPUT_CAPSULE_DIM))
@@ -138,19 +156,21 @@ def capsnet_apply(params, images, labels=None):
     return lengths, jax.nn.sigmoid(h @ kernel + bias).reshape(images.shape)
 
 
-def loss_fn(bench: str, params, inputs, labels):
+def loss_fn(bench: str, space_to_depth: bool, params, inputs, labels):
     if bench == "routing":
         return margin_loss(labels, length(routing(inputs, params["routing"])))
-    lengths, reconstructions = capsnet_apply(params, inputs, labels)
+    lengths, reconstructions = capsnet_apply(params, inputs, labels, space_to_depth)
     squared_error = jnp.mean(
         jnp.sum(jnp.square(reconstructions - inputs), axis=(1, 2, 3))
     )
     return margin_loss(labels, lengths) + common.RECONSTRUCTION_WEIGHT * squared_error
 
 
-@partial(jax.jit, static_argnums=0, donate_argnums=(1, 2))
-def train_step(bench: str, params, opt_state, inputs, labels):
-    loss, grads = jax.value_and_grad(partial(loss_fn, bench))(params, inputs, labels)
+@partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3))
+def train_step(bench: str, space_to_depth: bool, params, opt_state, inputs, labels):
+    loss, grads = jax.value_and_grad(partial(loss_fn, bench, space_to_depth))(
+        params, inputs, labels
+    )
     step, m, v = opt_state
     step = step + 1
     beta1, beta2 = 0.9, 0.999
@@ -167,8 +187,14 @@ def train_step(bench: str, params, opt_state, inputs, labels):
 class Trainer:
     """Holds the parameters and Adam state; `train_step` / `infer_step` run one batch."""
 
-    def __init__(self, bench: str, batch: dict, device: str = "cpu"):
+    def __init__(
+        self, bench: str, batch: dict, device: str = "cpu", space_to_depth=False
+    ):
         self.bench = bench
+        # The primary capsules' stride-2 convolution as a stride-1 one
+        # (keras_capsules.ops.space_to_depth_conv): XLA's CPU gradient of the
+        # strided one is ~10x slower.
+        self.space_to_depth = space_to_depth
         platform = "gpu" if device == "gpu" else "cpu"
         self.device = jax.devices(platform)[0]
         self.params = jax.device_put(init_params(bench, jax.random.key(0)), self.device)
@@ -180,11 +206,16 @@ class Trainer:
         )
         self.inputs = jax.device_put(batch["inputs"], self.device)
         self.labels = jax.device_put(batch["labels"], self.device)
-        self._infer = jax.jit(capsnet_apply)
+        self._infer = jax.jit(partial(capsnet_apply, space_to_depth=space_to_depth))
 
     def train_step(self):
         self.params, self.opt_state, loss = train_step(
-            self.bench, self.params, self.opt_state, self.inputs, self.labels
+            self.bench,
+            self.space_to_depth,
+            self.params,
+            self.opt_state,
+            self.inputs,
+            self.labels,
         )
         return loss
 

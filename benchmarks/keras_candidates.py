@@ -10,6 +10,8 @@ A variant name is `keras` plus options joined by `-`:
 - `stopgrad`: `RoutingCapsule(stop_gradient_on_agreement=True)`;
 - `bf16`: the `mixed_bfloat16` dtype policy (bfloat16 compute, float32
   weights, routing softmax and norms in float32);
+- `s2d`: the CapsNet with `primary_conv_implementation="space_to_depth"`
+  (the stride-2 convolution as a stride-1 one; same result and weights);
 - `cf`: the CapsNet built from the layers with `data_format="channels_first"`
   (the images have one channel, so NHWC and NCHW batches are the same
   memory), which spares the PyTorch backend its NHWC <-> NCHW copies around
@@ -28,7 +30,7 @@ from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
 from keras_capsules.losses import MarginLoss, ReconstructionLoss
 from keras_capsules.models import CapsNet
 
-OPTIONS = ("jit", "nojit", "stopgrad", "bf16", "cf")
+OPTIONS = ("jit", "nojit", "stopgrad", "bf16", "cf", "s2d")
 
 
 def parse_variant(name: str) -> dict:
@@ -45,6 +47,7 @@ def parse_variant(name: str) -> dict:
         "stop_gradient_on_agreement": "stopgrad" in parts,
         "dtype_policy": "mixed_bfloat16" if "bf16" in parts else "float32",
         "data_format": "channels_first" if "cf" in parts else "channels_last",
+        "conv_implementation": "space_to_depth" if "s2d" in parts else "direct",
     }
 
 
@@ -60,7 +63,9 @@ def routing_model(stop_gradient_on_agreement: bool) -> keras.Model:
 
 
 def capsnet_from_layers(
-    stop_gradient_on_agreement: bool, data_format: str = "channels_last"
+    stop_gradient_on_agreement: bool,
+    data_format: str = "channels_last",
+    conv_implementation: str = "direct",
 ) -> tuple[keras.Model, keras.Model]:
     """The paper's CapsNet from the public layers; one model for train and predict.
 
@@ -82,6 +87,7 @@ def capsnet_from_layers(
         common.KERNEL_SIZE,
         strides=2,
         data_format=data_format,
+        conv_implementation=conv_implementation,
     )(features)
     capsules = RoutingCapsule(
         common.NUM_CLASSES,
@@ -116,14 +122,20 @@ def _image_shape(data_format: str) -> tuple[int, int, int]:
 
 
 def capsnet(
-    stop_gradient_on_agreement: bool, source: str, data_format: str
+    stop_gradient_on_agreement: bool,
+    source: str,
+    data_format: str,
+    conv_implementation: str = "direct",
 ) -> tuple[keras.Model, keras.Model]:
-    if data_format == "channels_first":
-        return capsnet_from_layers(stop_gradient_on_agreement, data_format)
-    if source == "model":
-        model = CapsNet(stop_gradient_on_agreement=stop_gradient_on_agreement)
-        return model, model
-    return capsnet_from_layers(stop_gradient_on_agreement)
+    if data_format == "channels_first" or source != "model":
+        return capsnet_from_layers(
+            stop_gradient_on_agreement, data_format, conv_implementation
+        )
+    model = CapsNet(
+        stop_gradient_on_agreement=stop_gradient_on_agreement,
+        primary_conv_implementation=conv_implementation,
+    )
+    return model, model
 
 
 class KerasContender:
@@ -143,7 +155,10 @@ class KerasContender:
                 loss, loss_weights = MarginLoss(), None
             else:
                 self.model, self.infer_model = capsnet(
-                    sg, capsnet_source, options["data_format"]
+                    sg,
+                    capsnet_source,
+                    options["data_format"],
+                    options["conv_implementation"],
                 )
                 loss = [MarginLoss(), ReconstructionLoss()]
                 loss_weights = [1.0, common.RECONSTRUCTION_WEIGHT]

@@ -34,10 +34,12 @@ def make_contender(name: str, bench: str, batch: dict, args: argparse.Namespace)
         import torch_capsnet
 
         return torch_capsnet.Trainer(bench, batch, device=args.device)
-    if name == "jax":
+    if name in ("jax", "jax-s2d"):
         import jax_capsnet
 
-        return jax_capsnet.Trainer(bench, batch, device=args.device)
+        return jax_capsnet.Trainer(
+            bench, batch, device=args.device, space_to_depth=name == "jax-s2d"
+        )
     import keras_candidates
 
     return keras_candidates.KerasContender(bench, name, batch, args.capsnet_source)
@@ -109,7 +111,7 @@ def run_timing(args: argparse.Namespace) -> list[dict]:
 def _device_peak(name: str, reset: bool) -> int | None:
     """Framework-reported peak accelerator memory (bytes); None on CPU."""
     backend = os.environ.get("KERAS_BACKEND")
-    framework = name if not name.startswith("keras") else backend
+    framework = name.split("-")[0] if not name.startswith("keras") else backend
     try:
         if framework == "torch":
             import torch
