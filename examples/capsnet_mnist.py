@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for option, type_, default, help_ in OPTIONS:
         parser.add_argument(option, type=type_, default=default, help=help_)
     parser.add_argument(
+        "--primary-conv",
+        choices=("direct", "space_to_depth"),
+        default="direct",
+        help="how PrimaryCapsule computes its strided convolution (same "
+        "result; space_to_depth trains ~10x faster with XLA on CPU, e.g. JAX)",
+    )
+    parser.add_argument(
         "--data-parallel",
         action="store_true",
         help="split each batch over all devices (JAX backend only)",
@@ -234,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         input_shape=x_train.shape[1:],
         num_classes=num_classes,
         routing_iterations=args.routing_iterations,
+        primary_conv_implementation=args.primary_conv,
     )
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),

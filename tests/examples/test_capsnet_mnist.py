@@ -43,7 +43,11 @@ def _test_images(mnist_path: Path, count: int) -> np.ndarray:
 
 # Tiny slices, one training step: the point is the whole pipeline, not the
 # accuracy. A small batch also keeps JAX quick, whose CPU backward pass of
-# the stride-2 convolution is slow.
+# the stride-2 convolution is slow; JAX runs the space-to-depth form of it,
+# the other backends the direct one, so both paths of the option run.
+PRIMARY_CONV = "space_to_depth" if BACKEND == "jax" else "direct"
+
+
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory, mnist_path):
     output_dir = tmp_path_factory.mktemp("capsnet_mnist")
@@ -55,6 +59,7 @@ def example_run(tmp_path_factory, mnist_path):
         "--train-samples", "8",
         "--test-samples", "8",
         "--batch-size", "8",
+        "--primary-conv", PRIMARY_CONV,
         "--output-dir", str(output_dir),
     ]  # fmt: skip
     result = subprocess.run(
@@ -83,6 +88,7 @@ def test_writes_metrics(example_run):
     assert metrics["parameters"] == 8_215_568
     assert metrics["seconds_per_epoch"] > 0 and metrics["train_images_per_second"] > 0
     assert metrics["args"]["batch_size"] == 8 and metrics["args"]["shift"] == 2
+    assert metrics["args"]["primary_conv"] == PRIMARY_CONV
     assert set(metrics["history"]) >= {"loss", "lengths_loss", "lengths_accuracy"}
 
 
