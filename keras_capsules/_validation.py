@@ -35,3 +35,13 @@ def normalize_pair(name: str, value: Any) -> tuple[int, int]:
             f"integer or a tuple of 2 positive integers. Received: {name}={value!r}"
         )
     return (int(pair[0]), int(pair[1]))
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    """Returns `value` if it is one of the strings `choices`, else raises."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"Received an invalid value for `{name}`, expected one of "
+            f"{choices}. Received: {name}={value!r}"
+        )
+    return value

@@ -16,7 +16,11 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_capsules._validation import check_positive_int
+from keras_capsules._validation import (
+    check_choice,
+    check_positive_int,
+    normalize_pair,
+)
 
 _LOW_PRECISION_DTYPES = ("float16", "bfloat16")
 
@@ -145,7 +149,7 @@ def capsule_predictions(inputs: Any, kernel: Any) -> Any:
 def space_to_depth_conv(
     inputs: Any,
     kernel: Any,
-    strides: tuple[int, int],
+    strides: int | tuple[int, int],
     padding: str = "valid",
     data_format: str = "channels_last",
 ) -> Any:
@@ -165,23 +169,48 @@ def space_to_depth_conv(
     Args:
         inputs: 4D images, channels last or first as `data_format` says.
         kernel: Convolution kernel, shape `(kh, kw, in_channels, filters)`.
-        strides: Strides `(sh, sw)`.
+        strides: Strides, an integer or a pair `(sh, sw)`.
         padding: `"valid"` or `"same"` (TensorFlow's convention: extra
             padding at the bottom and right).
         data_format: `"channels_last"` or `"channels_first"`.
 
     Returns:
         The convolution, in `data_format`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_capsules.ops import space_to_depth_conv
+    >>> images = np.ones((1, 20, 20, 3), dtype="float32")
+    >>> kernel = np.ones((9, 9, 3, 2), dtype="float32")
+    >>> features = space_to_depth_conv(images, kernel, strides=2)
+    >>> tuple(features.shape), float(features[0, 0, 0, 0])
+    ((1, 6, 6, 2), 243.0)
     """
-    stride_h, stride_w = strides
+    stride_h, stride_w = normalize_pair("strides", strides)
+    padding = check_choice(
+        "padding",
+        padding.lower() if isinstance(padding, str) else padding,
+        ("valid", "same"),
+    )
+    check_choice("data_format", data_format, ("channels_last", "channels_first"))
+    inputs = ops.convert_to_tensor(inputs)
+    if len(inputs.shape) != 4 or len(kernel.shape) != 4:
+        raise ValueError(
+            "`space_to_depth_conv` expects 4D inputs and a 4D kernel "
+            "(kh, kw, in_channels, filters). Received: "
+            f"inputs.shape={tuple(inputs.shape)}, kernel.shape={tuple(kernel.shape)}"
+        )
     kernel_h, kernel_w, channels, filters = kernel.shape
     if data_format == "channels_first":
         inputs = ops.transpose(inputs, (0, 2, 3, 1))
     height, width = inputs.shape[1], inputs.shape[2]
-    if height is None or width is None:
+    if height is None or width is None or inputs.shape[3] != channels:
         raise ValueError(
-            "`space_to_depth_conv` needs the spatial size of its input. "
-            f"Received: inputs.shape={tuple(inputs.shape)}"
+            "`space_to_depth_conv` needs the spatial size of its input and "
+            "as many input channels as the kernel. Received: "
+            f"inputs.shape={tuple(inputs.shape)} (as channels last), "
+            f"kernel.shape={tuple(kernel.shape)}"
         )
     # Rows and columns each output needs, and the padding that "same" adds.
     if padding == "same":
@@ -189,6 +218,13 @@ def space_to_depth_conv(
         pad_top = max((out_h - 1) * stride_h + kernel_h - height, 0) // 2
         pad_left = max((out_w - 1) * stride_w + kernel_w - width, 0) // 2
     else:
+        if height < kernel_h or width < kernel_w:
+            raise ValueError(
+                '`space_to_depth_conv` with padding="valid" needs inputs at '
+                "least as large as the kernel. Received: "
+                f"inputs.shape={tuple(inputs.shape)} (as channels last), "
+                f"kernel.shape={tuple(kernel.shape)}"
+            )
         out_h = (height - kernel_h) // stride_h + 1
         out_w = (width - kernel_w) // stride_w + 1
         pad_top = pad_left = 0

@@ -223,3 +223,42 @@ def test_space_to_depth_conv_has_the_gradient_of_the_strided_convolution():
     np.testing.assert_allclose(s2d_value, value, rtol=1e-5)
     for got, expected in zip(s2d_grads, grads):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_space_to_depth_conv_accepts_an_integer_stride():
+    x = np.random.default_rng(13).normal(size=(1, 9, 9, 2)).astype("float32")
+    kernel = np.random.default_rng(14).normal(size=(3, 3, 2, 5)).astype("float32")
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(capsule_ops.space_to_depth_conv(x, kernel, 2)),
+        numpy_reference.conv2d_valid(x, kernel, np.zeros(5), stride=2),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+@pytest.mark.parametrize(
+    "image_shape, kernel_shape, kwargs, message",
+    [
+        ((1, 9, 9, 2), (3, 3, 2, 4), {"strides": 0}, "`strides`.*Received: strides=0"),
+        ((1, 9, 9, 2), (3, 3, 2, 4), {"padding": "full"}, "`padding`.*padding='full'"),
+        (
+            (1, 9, 9, 2),
+            (3, 3, 2, 4),
+            {"data_format": "nhwc"},
+            "`data_format`.*data_format='nhwc'",
+        ),
+        ((9, 9, 2), (3, 3, 2, 4), {}, r"4D.*inputs.shape=\(9, 9, 2\)"),
+        ((1, 9, 9, 2), (3, 3, 3, 4), {}, r"kernel.shape=\(3, 3, 3, 4\)"),
+        ((1, 2, 9, 2), (3, 3, 2, 4), {}, r"at least as large.*\(1, 2, 9, 2\)"),
+    ],
+)
+def test_space_to_depth_conv_rejects_bad_inputs_by_name(
+    image_shape, kernel_shape, kwargs, message
+):
+    arguments = {"strides": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        capsule_ops.space_to_depth_conv(
+            np.zeros(image_shape, "float32"),
+            np.zeros(kernel_shape, "float32"),
+            **arguments,
+        )

@@ -6,7 +6,11 @@ import keras
 from keras import ops
 
 from keras_capsules import ops as capsule_ops
-from keras_capsules._validation import check_positive_int, normalize_pair
+from keras_capsules._validation import (
+    check_choice,
+    check_positive_int,
+    normalize_pair,
+)
 
 CONV_IMPLEMENTATIONS = ("direct", "space_to_depth")
 
@@ -116,13 +120,9 @@ class PrimaryCapsule(keras.layers.Layer):
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
-        if conv_implementation not in CONV_IMPLEMENTATIONS:
-            raise ValueError(
-                "Received an invalid value for `conv_implementation`, expected "
-                f"one of {CONV_IMPLEMENTATIONS}. "
-                f"Received: conv_implementation={conv_implementation!r}"
-            )
-        self.conv_implementation = conv_implementation
+        self.conv_implementation = check_choice(
+            "conv_implementation", conv_implementation, CONV_IMPLEMENTATIONS
+        )
         self.input_spec = keras.layers.InputSpec(ndim=4)
 
     @property

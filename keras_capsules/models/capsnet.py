@@ -6,8 +6,9 @@ import keras
 from keras import ops
 
 from keras_capsules import ops as capsule_ops
-from keras_capsules._validation import check_positive_int
+from keras_capsules._validation import check_choice, check_positive_int
 from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
+from keras_capsules.layers.primary_capsule import CONV_IMPLEMENTATIONS
 
 
 def _check_input_shape(input_shape: Any) -> tuple[int, int, int]:
@@ -176,6 +177,11 @@ class CapsNet(keras.Model):
             "primary_kernel_size", primary_kernel_size
         )
         self.primary_strides = check_positive_int("primary_strides", primary_strides)
+        self.primary_conv_implementation = check_choice(
+            "primary_conv_implementation",
+            primary_conv_implementation,
+            CONV_IMPLEMENTATIONS,
+        )
         self.capsule_dim = check_positive_int("capsule_dim", capsule_dim)
         self.decoder_units = _check_units(decoder_units)
         self._check_image_size()
@@ -193,7 +199,7 @@ class CapsNet(keras.Model):
             kernel_size=self.primary_kernel_size,
             strides=self.primary_strides,
             data_format="channels_last",
-            conv_implementation=primary_conv_implementation,
+            conv_implementation=self.primary_conv_implementation,
             name="primary_capsule",
         )
         self.class_capsule = RoutingCapsule(
@@ -372,7 +378,7 @@ class CapsNet(keras.Model):
             "primary_capsule_dim": self.primary_capsule_dim,
             "primary_kernel_size": self.primary_kernel_size,
             "primary_strides": self.primary_strides,
-            "primary_conv_implementation": self.primary_capsule.conv_implementation,
+            "primary_conv_implementation": self.primary_conv_implementation,
             "capsule_dim": self.capsule_dim,
             "decoder_units": self.decoder_units,
         }

@@ -230,3 +230,11 @@ def test_space_to_depth_primary_convolution_is_the_same_model(tmp_path):
     s2d.save(path)
     loaded = keras.saving.load_model(path)
     assert loaded.primary_capsule.conv_implementation == "space_to_depth"
+
+
+def test_bad_primary_conv_implementation_is_named():
+    with pytest.raises(
+        ValueError,
+        match="`primary_conv_implementation`.*primary_conv_implementation='fft'",
+    ):
+        CapsNet(**SMALL, primary_conv_implementation="fft")
