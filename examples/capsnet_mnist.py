@@ -6,10 +6,16 @@
 The model, the margin loss and the 0.0005-weighted reconstruction loss are
 the paper's; so is the augmentation, random shifts of up to 2 pixels with
 zero padding. Training uses Adam with a learning rate decayed every epoch.
-At the end the script prints one line `test accuracy: 0.XXXX` and writes
-into `--output-dir`: the trained model `capsnet.keras`, the figures
-`reconstructions.png`, `perturbations.png` (fig. 4 of the paper) and
-`history.png`, and `metrics.json` with the accuracy and timings.
+The test set is evaluated after every epoch. At the end the script prints
+one line `test accuracy: 0.XXXX` and writes into `--output-dir`: the trained
+model `capsnet.keras`, the figures `reconstructions.png`, `perturbations.png`
+(fig. 4 of the paper) and `history.png`, `metrics.json` with the accuracy
+and timings, and `training_log.csv`, one row per epoch.
+
+Long runs survive interruption: the weights and the optimizer are saved
+after every epoch in `--output-dir`/backup, and running the same command
+again continues after the last finished epoch (`--fresh` starts over). A NaN
+loss stops the run and keeps the last good checkpoint.
 
 Any `.npz` with MNIST's keys (`x_train`, `y_train`, `x_test`, `y_test`;
 uint8 images, integer labels) can be passed with `--data`, e.g. Fashion-MNIST
@@ -20,8 +26,11 @@ read from the data.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -66,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "result; space_to_depth trains ~10x faster with XLA on CPU, e.g. JAX)",
     )
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over, discarding the checkpoint and log in --output-dir",
+    )
+    parser.add_argument(
         "--data-parallel",
         action="store_true",
         help="split each batch over all devices (JAX backend only)",
@@ -82,13 +96,56 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+class DataError(ValueError):
+    """A `--data` file that cannot be used; the message is one line."""
+
+
+DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 def load_data(path: Path | None) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     if path is None:
         import keras
 
         return keras.datasets.mnist.load_data()
-    with np.load(path) as data:
-        return (data["x_train"], data["y_train"]), (data["x_test"], data["y_test"])
+    if not path.is_file():
+        raise DataError(f"--data {path}: no such file")
+    try:
+        with np.load(path) as data:
+            missing = [key for key in DATA_KEYS if key not in data.files]
+            if missing:
+                raise DataError(
+                    f"--data {path}: missing key(s) {', '.join(missing)}; "
+                    f"expected {', '.join(DATA_KEYS)} as in keras.datasets.mnist"
+                )
+            arrays = {key: np.asarray(data[key]) for key in DATA_KEYS}
+    except (OSError, ValueError) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"--data {path}: not a readable .npz file ({error})") from None
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim not in (3, 4) or labels.size != len(images) or not len(images):
+            raise DataError(
+                f"--data {path}: expected x_{split} of shape (N, height, width) or "
+                f"(N, height, width, channels) and N labels in y_{split}. Received: "
+                f"x_{split}.shape={images.shape}, y_{split}.shape={labels.shape}"
+            )
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise DataError(
+            f"--data {path}: training and test images differ in shape. Received: "
+            f"x_train.shape={arrays['x_train'].shape}, "
+            f"x_test.shape={arrays['x_test'].shape}"
+        )
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def check_sample_counts(args: argparse.Namespace, train: int, test: int) -> None:
+    for name, available in (("train_samples", train), ("test_samples", test)):
+        wanted = getattr(args, name)
+        if wanted is not None and wanted > available:
+            flag = "--" + name.replace("_", "-")
+            raise DataError(f"{flag} {wanted} is more than the {available} in the data")
 
 
 def prepare(images: Any, labels: Any, num_classes: int) -> tuple[Any, Any]:
@@ -146,6 +203,7 @@ def shifted_batches(
     class ShiftedBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
+            # Set by the training loop: a resumed run continues mid-schedule.
             self.epoch = 0
 
         def __len__(self) -> int:
@@ -157,9 +215,6 @@ def shifted_batches(
             keep = len(x) - len(x) % devices
             x, y = x[:keep], y[:keep]
             return (x, y), (y, x)
-
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
 
     return ShiftedBatches()
 
@@ -193,6 +248,84 @@ def set_up_data_parallel(batch_size: int) -> int:
     return len(devices)
 
 
+def validation_set(x_test: Any, y_test: Any, batch_size: int, devices: int) -> Any:
+    """The test set, evaluated after every epoch, when its batches split evenly.
+
+    The labels go in too, so the decoder reconstructs from the true class
+    capsule, as in training.
+    """
+    if devices > 1 and len(x_test) % batch_size % devices:
+        return None
+    return ((x_test, y_test), (y_test, x_test))
+
+
+def training_callbacks(
+    keras: Any, args: argparse.Namespace, batches: Any, backup_dir: Path, log_path: Path
+) -> list[Any]:
+    """Learning-rate decay, epoch timing, NaN stop, checkpoint/resume, CSV log."""
+
+    class EpochClock(keras.callbacks.Callback):
+        """Tells the data its epoch and records each epoch's seconds in the logs."""
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            batches.epoch = epoch
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if logs is not None:
+                logs["epoch_seconds"] = time.perf_counter() - self.started
+
+    class BackupFiniteEpochs(keras.callbacks.BackupAndRestore):
+        """`BackupAndRestore` that never overwrites a good checkpoint with NaN."""
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            super().on_train_begin(logs)
+            resumed_at = getattr(self.model, "_initial_epoch", None)
+            if resumed_at:
+                print(
+                    f"resuming from the checkpoint in {backup_dir}: epochs 1-"
+                    f"{resumed_at} are done, continuing with epoch {resumed_at + 1}"
+                    " (--fresh starts over)",
+                    flush=True,
+                )
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if logs and not np.isfinite(logs.get("loss", 0.0)):
+                return
+            super().on_epoch_end(epoch, logs)
+
+    return [
+        EpochClock(),
+        keras.callbacks.LearningRateScheduler(
+            lambda epoch: args.lr * args.lr_decay**epoch
+        ),
+        keras.callbacks.TerminateOnNaN(),
+        BackupFiniteEpochs(str(backup_dir), delete_checkpoint=False),
+        keras.callbacks.CSVLogger(str(log_path), append=True),
+    ]
+
+
+def read_training_log(path: Path) -> dict[str, list[float]]:
+    """The CSV log of every finished epoch, this run's and those it resumed."""
+    if not path.exists():
+        return {}
+    with path.open() as log:
+        rows = list(csv.DictReader(log))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def describe_machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({model}), {platform.system()}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.backend:
@@ -224,7 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         if not devices:
             return 2
 
-    (x_train, y_train), (x_test, y_test) = load_data(args.data)
+    try:
+        (x_train, y_train), (x_test, y_test) = load_data(args.data)
+        check_sample_counts(args, len(x_train), len(x_test))
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
     x_train, y_train = prepare(
         x_train[: args.train_samples], y_train[: args.train_samples], num_classes
@@ -237,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
         f"test: {x_test.shape}, classes: {num_classes}"
     )
 
+    output_dir = args.output_dir
+    backup_dir, log_path = output_dir / "backup", output_dir / "training_log.csv"
+    if args.fresh:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
     model = CapsNet(
         input_shape=x_train.shape[1:],
         num_classes=num_classes,
@@ -248,22 +393,22 @@ def main(argv: list[str] | None = None) -> int:
         loss=[MarginLoss(), ReconstructionLoss(weight=args.recon_weight)],
         metrics=[[keras.metrics.CategoricalAccuracy(name="accuracy")], []],
     )
-    # Time stamps at the start and after each epoch; the gaps are epoch times.
-    stamps: list[float] = []
-    callbacks = [
-        keras.callbacks.LearningRateScheduler(
-            lambda epoch: args.lr * args.lr_decay**epoch
-        ),
-        keras.callbacks.LambdaCallback(
-            on_train_begin=lambda logs: stamps.append(time.perf_counter()),
-            on_epoch_end=lambda epoch, logs: stamps.append(time.perf_counter()),
-        ),
-    ]
+    batches = shifted_batches(x_train, y_train, args, devices)
     history = model.fit(
-        shifted_batches(x_train, y_train, args, devices),
+        batches,
         epochs=args.epochs,
-        callbacks=callbacks,
+        validation_data=validation_set(x_test, y_test, args.batch_size, devices),
+        callbacks=training_callbacks(keras, args, batches, backup_dir, log_path),
+        # One line per epoch when the output is a log file, not a terminal.
+        verbose=1 if sys.stdout.isatty() else 2,
     )
+    if history.history.get("loss") and not np.isfinite(history.history["loss"][-1]):
+        print(
+            "error: the loss became NaN, so training stopped; the checkpoint of "
+            f"the last good epoch is kept in {backup_dir}",
+            file=sys.stderr,
+        )
+        return 1
 
     test_started = time.perf_counter()
     # Zero images pad the test set to a multiple of the devices, so that
@@ -278,35 +423,38 @@ def main(argv: list[str] | None = None) -> int:
     test_seconds = time.perf_counter() - test_started
     accuracy = float(np.mean(np.argmax(lengths, -1) == np.argmax(y_test, -1)))
 
-    output_dir = args.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
     model.save(output_dir / "capsnet.keras")
     plot_reconstructions(
         x_test[:10], reconstructions[:10], output_dir / "reconstructions.png"
     )
     plot_perturbations(model, x_test[0], output_dir / "perturbations.png")
-    plot_history(history, output_dir / "history.png")
+    epoch_logs = read_training_log(log_path)
+    plot_history(
+        {k: v for k, v in epoch_logs.items() if k not in ("epoch", "epoch_seconds")},
+        output_dir / "history.png",
+    )
 
-    # The first epoch includes tracing / compilation; the later ones show
-    # the steady speed.
-    epoch_seconds = np.diff(stamps).tolist()
-    steady = epoch_seconds[1:] or epoch_seconds
-    seconds_per_epoch = float(np.mean(steady))
+    # The first epoch of a process includes tracing / compilation; the later
+    # ones show the steady speed.
+    epoch_seconds = epoch_logs.get("epoch_seconds", [])
+    steady = epoch_seconds[1:] or epoch_seconds or [float("nan")]
+    seconds_per_epoch = float(np.median(steady))
     trained = len(x_train) - len(x_train) % args.batch_size % devices
     metrics = {
         "test_accuracy": accuracy,
         "test_samples": len(x_test),
         "train_samples": len(x_train),
-        "epochs": args.epochs,
+        "epochs": len(epoch_seconds),
         "backend": backend,
         "keras_version": keras.__version__,
         "devices": devices,
+        "machine": describe_machine(),
         "parameters": model.count_params(),
         "epoch_seconds": epoch_seconds,
         "seconds_per_epoch": seconds_per_epoch,
         "train_images_per_second": trained / seconds_per_epoch,
         "test_images_per_second": len(x_test) / test_seconds,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "history": epoch_logs,
         "args": {
             k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
         },

@@ -54,10 +54,11 @@ class CapsNet(keras.Model):
     `ReconstructionLoss`, sees the class capsules with all but one zeroed
     (`Mask`) and maps them through ReLU `Dense` layers to a sigmoid image.
 
-    Which capsule the decoder sees depends on the call: with labels and
-    `training=True` (as in `fit`) it is the capsule of the true class, as
-    in the paper; otherwise (`predict`, `evaluate`, or no labels) it is the
-    longest capsule, the predicted class.
+    Which capsule the decoder sees depends on the inputs: when labels are
+    given (`fit`, and `evaluate` or validation on `(images, labels)`) it is
+    the capsule of the true class, as in the paper and CapsNet-Keras; with
+    images alone (`predict(images)`) it is the longest capsule, the
+    predicted class. `training` does not change the choice.
 
     The defaults are the paper's MNIST model: Conv 256@9x9, 32 primary
     capsule types of 8D from a 9x9 convolution of stride 2, 16D class
@@ -101,9 +102,8 @@ class CapsNet(keras.Model):
         inputs: Images `(batch, height, width, channels)`, or a pair
             `(images, labels)` with one-hot `labels` of shape
             `(batch, num_classes)`.
-        training: Python boolean. With labels and `training=True` the
-            decoder sees the capsule of the true class; otherwise the
-            longest capsule.
+        training: Python boolean, passed to the sublayers; it does not
+            change which capsule the decoder sees.
 
     Returns:
         With the decoder, the pair `(lengths, reconstructions)`: class
@@ -352,7 +352,7 @@ class CapsNet(keras.Model):
         lengths = self.length(capsules)
         if self.decoder is None:
             return lengths
-        if labels is not None and training:
+        if labels is not None:
             masked = self.mask([capsules, labels])
         else:
             masked = self.mask(capsules)
