@@ -5,6 +5,7 @@ from typing import Any
 import keras
 
 from keras_capsules import ops as capsule_ops
+from keras_capsules._validation import shapes_compatible
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
@@ -71,10 +72,7 @@ class Mask(keras.layers.Layer):
         if labels_shape is None:
             return
         expected = (capsules_shape[0], capsules_shape[1])
-        compatible = len(labels_shape) == 2 and all(
-            a is None or b is None or a == b for a, b in zip(labels_shape, expected)
-        )
-        if not compatible:
+        if not shapes_compatible(labels_shape, expected):
             raise ValueError(
                 "`Mask` expects one-hot labels of shape (batch, num_capsules) "
                 f"= {expected} for capsules of shape {capsules_shape}. "

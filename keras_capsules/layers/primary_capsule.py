@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -11,24 +12,29 @@ from keras_capsules._validation import (
     check_positive_int,
     normalize_pair,
 )
-
-CONV_IMPLEMENTATIONS = ("direct", "space_to_depth")
+from keras_capsules.ops.convolution import (
+    CONV_IMPLEMENTATIONS,
+    resolve_conv_implementation,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
 class PrimaryCapsule(keras.layers.Layer):
     """Convolutional capsules: a 2D convolution reshaped to vectors and squashed.
 
-    The convolution has `num_capsules * capsule_dim` filters. Every spatial
-    position of its output holds `num_capsules` capsules of `capsule_dim`
-    dimensions, so an output map of `H' x W'` gives
-    `H' * W' * num_capsules` capsules, each squashed (eq. 1 of the paper).
+    The convolution has `capsule_types * capsule_dim` filters. Every spatial
+    position of its output holds one capsule of each of `capsule_types`
+    types, of `capsule_dim` dimensions, so an output map of `H' x W'` gives
+    `H' * W' * capsule_types` capsules, each squashed (eq. 1 of the paper).
     The weights are exactly those of a `keras.layers.Conv2D` with the same
     filters, kernel size and bias, so a `Conv2D`'s weights can be set on it.
 
     Args:
-        num_capsules: Capsule types per spatial position, a positive integer
-            (32 in the paper).
+        capsule_types: Capsule types, one capsule of each per spatial
+            position, a positive integer (32 in the paper). Was called
+            `num_capsules`, a keyword that still works with a deprecation
+            warning (in the other layers `num_capsules` counts all output
+            capsules).
         capsule_dim: Dimensions of each capsule, a positive integer (8 in
             the paper).
         kernel_size: Size of the convolution window, an integer or a tuple
@@ -48,11 +54,13 @@ class PrimaryCapsule(keras.layers.Layer):
         bias_constraint: Optional constraint for the bias.
         conv_implementation: How the convolution is computed, with the same
             result and weights either way: `"direct"` (the backend's strided
-            convolution) or `"space_to_depth"` (a stride-1 convolution of
-            rearranged inputs, `keras_capsules.ops.space_to_depth_conv`),
-            which trains about 10x faster with XLA on CPU (JAX, TensorFlow
-            with `jit_compile=True`) and slightly slower elsewhere.
-            Defaults to `"direct"`.
+            convolution), `"space_to_depth"` (a stride-1 convolution of
+            rearranged inputs, `keras_capsules.ops.space_to_depth_conv`,
+            which trains about 10x faster with XLA on CPU: JAX, TensorFlow
+            with `jit_compile=True`, and slightly slower elsewhere), or
+            `"auto"`, the measured-fastest for the backend in use
+            (`keras_capsules.ops.convolution.FASTEST_CONV_IMPLEMENTATION`).
+            Defaults to `"auto"`.
         **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
 
     Input shape:
@@ -60,7 +68,7 @@ class PrimaryCapsule(keras.layers.Layer):
         `(batch, channels, height, width)` (channels first).
 
     Output shape:
-        3D tensor `(batch, H' * W' * num_capsules, capsule_dim)`, with
+        3D tensor `(batch, H' * W' * capsule_types, capsule_dim)`, with
         capsules ordered by row, column, then capsule type.
 
     Example:
@@ -77,9 +85,9 @@ class PrimaryCapsule(keras.layers.Layer):
 
     def __init__(
         self,
-        num_capsules: int,
-        capsule_dim: int,
-        kernel_size: int | tuple[int, int],
+        capsule_types: int | None = None,
+        capsule_dim: int | None = None,
+        kernel_size: int | tuple[int, int] | None = None,
         strides: int | tuple[int, int] = 1,
         padding: str = "valid",
         data_format: str | None = None,
@@ -90,11 +98,25 @@ class PrimaryCapsule(keras.layers.Layer):
         bias_regularizer: Any = None,
         kernel_constraint: Any = None,
         bias_constraint: Any = None,
-        conv_implementation: str = "direct",
+        conv_implementation: str = "auto",
         **kwargs: Any,
     ) -> None:
+        if "num_capsules" in kwargs:
+            if capsule_types is not None:
+                raise ValueError(
+                    "Pass `capsule_types` only: `num_capsules` is its old name. "
+                    f"Received: capsule_types={capsule_types!r}, "
+                    f"num_capsules={kwargs['num_capsules']!r}"
+                )
+            warnings.warn(
+                "`PrimaryCapsule(num_capsules=...)` is deprecated: the argument "
+                "is now `capsule_types` (capsule types per position).",
+                FutureWarning,
+                stacklevel=2,
+            )
+            capsule_types = kwargs.pop("num_capsules")
         super().__init__(**kwargs)
-        self.num_capsules = check_positive_int("num_capsules", num_capsules)
+        self.capsule_types = check_positive_int("capsule_types", capsule_types)
         self.capsule_dim = check_positive_int("capsule_dim", capsule_dim)
         self.kernel_size = normalize_pair("kernel_size", kernel_size)
         self.strides = normalize_pair("strides", strides)
@@ -127,7 +149,7 @@ class PrimaryCapsule(keras.layers.Layer):
 
     @property
     def filters(self) -> int:
-        return self.num_capsules * self.capsule_dim
+        return self.capsule_types * self.capsule_dim
 
     def _channel_axis(self) -> int:
         return -1 if self.data_format == "channels_last" else 1
@@ -171,7 +193,7 @@ class PrimaryCapsule(keras.layers.Layer):
     def call(self, inputs: Any) -> Any:
         convolution = (
             capsule_ops.space_to_depth_conv
-            if self.conv_implementation == "space_to_depth"
+            if resolve_conv_implementation(self.conv_implementation) == "space_to_depth"
             else ops.conv
         )
         features = convolution(
@@ -196,7 +218,7 @@ class PrimaryCapsule(keras.layers.Layer):
                 features, (ops.shape(features)[0], -1, self.capsule_dim)
             )
         else:
-            num_capsules = height * width * self.num_capsules
+            num_capsules = height * width * self.capsule_types
             capsules = ops.reshape(features, (-1, num_capsules, self.capsule_dim))
         return capsule_ops.squash(capsules)
 
@@ -230,12 +252,12 @@ class PrimaryCapsule(keras.layers.Layer):
         if height is None or width is None:
             num_output_capsules = None
         else:
-            num_output_capsules = height * width * self.num_capsules
+            num_output_capsules = height * width * self.capsule_types
         return (input_shape[0], num_output_capsules, self.capsule_dim)
 
     def get_config(self) -> dict[str, Any]:
         config = {
-            "num_capsules": self.num_capsules,
+            "capsule_types": self.capsule_types,
             "capsule_dim": self.capsule_dim,
             "kernel_size": self.kernel_size,
             "strides": self.strides,
@@ -251,3 +273,16 @@ class PrimaryCapsule(keras.layers.Layer):
             "conv_implementation": self.conv_implementation,
         }
         return {**super().get_config(), **config}
+
+    @property
+    def num_capsules(self) -> int:
+        """Deprecated: the number of capsule types, now `capsule_types`."""
+        return self.capsule_types
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PrimaryCapsule:
+        # Models saved before the rename load without a warning.
+        config = dict(config)
+        if "num_capsules" in config and "capsule_types" not in config:
+            config["capsule_types"] = config.pop("num_capsules")
+        return cls(**config)

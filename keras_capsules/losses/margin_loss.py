@@ -5,6 +5,7 @@ from typing import Any
 import keras
 
 from keras_capsules import ops as capsule_ops
+from keras_capsules._validation import check_non_negative_number, check_same_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
@@ -60,36 +61,12 @@ class MarginLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        for argument, value in (
-            ("m_plus", m_plus),
-            ("m_minus", m_minus),
-            ("down_weight", down_weight),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or value < 0
-            ):
-                raise ValueError(
-                    f"Received an invalid value for `{argument}`, expected a "
-                    f"non-negative number. Received: {argument}={value!r}"
-                )
-        self.m_plus = float(m_plus)
-        self.m_minus = float(m_minus)
-        self.down_weight = float(down_weight)
+        self.m_plus = check_non_negative_number("m_plus", m_plus)
+        self.m_minus = check_non_negative_number("m_minus", m_minus)
+        self.down_weight = check_non_negative_number("down_weight", down_weight)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        y_true_shape = tuple(y_true.shape)
-        y_pred_shape = tuple(y_pred.shape)
-        compatible = len(y_true_shape) == len(y_pred_shape) and all(
-            a is None or b is None or a == b for a, b in zip(y_true_shape, y_pred_shape)
-        )
-        if not compatible:
-            raise ValueError(
-                "`MarginLoss` expects one-hot `y_true` of the same shape as "
-                "the capsule lengths `y_pred`. Received: "
-                f"y_true.shape={y_true_shape}, y_pred.shape={y_pred_shape}"
-            )
+        check_same_shape("MarginLoss", y_true=y_true, y_pred=y_pred)
         return capsule_ops.margin_loss(
             y_true,
             y_pred,

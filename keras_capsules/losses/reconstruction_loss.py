@@ -5,6 +5,7 @@ from typing import Any
 import keras
 
 from keras_capsules import ops as capsule_ops
+from keras_capsules._validation import check_non_negative_number, check_same_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
@@ -58,30 +59,10 @@ class ReconstructionLoss(keras.losses.Loss):
         dtype: Any = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, (int, float))
-            or weight < 0
-        ):
-            raise ValueError(
-                "Received an invalid value for `weight`, expected a "
-                f"non-negative number. Received: weight={weight!r}"
-            )
-        self.weight = float(weight)
+        self.weight = check_non_negative_number("weight", weight)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        y_true_shape = tuple(y_true.shape)
-        y_pred_shape = tuple(y_pred.shape)
-        compatible = len(y_true_shape) == len(y_pred_shape) and all(
-            a is None or b is None or a == b
-            for a, b in zip(y_true_shape, y_pred_shape, strict=True)
-        )
-        if not compatible:
-            raise ValueError(
-                "`ReconstructionLoss` expects images `y_true` of the same "
-                "shape as the reconstructions `y_pred`. Received: "
-                f"y_true.shape={y_true_shape}, y_pred.shape={y_pred_shape}"
-            )
+        check_same_shape("ReconstructionLoss", y_true=y_true, y_pred=y_pred)
         return self.weight * capsule_ops.reconstruction_loss(y_true, y_pred)
 
     def get_config(self) -> dict[str, Any]:

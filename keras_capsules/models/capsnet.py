@@ -1,46 +1,45 @@
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
 from keras import ops
 
-from keras_capsules import ops as capsule_ops
-from keras_capsules._validation import check_choice, check_positive_int
+from keras_capsules._validation import (
+    check_choice,
+    check_positive_int,
+    check_positive_ints,
+    shapes_compatible,
+)
 from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
-from keras_capsules.layers.primary_capsule import CONV_IMPLEMENTATIONS
+from keras_capsules.ops.convolution import CONV_IMPLEMENTATIONS
+
+# Old argument names, kept working with a warning; saved configs map silently.
+RENAMED_ARGUMENTS = {
+    "input_shape": "image_shape",
+    "decoder": "use_decoder",
+    "primary_capsules": "primary_capsule_types",
+}
 
 
-def _check_input_shape(input_shape: Any) -> tuple[int, int, int]:
-    try:
-        shape = tuple(input_shape)
-    except TypeError:
-        shape = ()
-    if len(shape) != 3 or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape
-    ):
-        raise ValueError(
-            "Received an invalid value for `input_shape`, expected the shape "
-            "of one image as 3 positive integers (height, width, channels). "
-            f"Received: input_shape={input_shape!r}"
-        )
-    return (int(shape[0]), int(shape[1]), int(shape[2]))
-
-
-def _check_units(decoder_units: Any) -> tuple[int, ...]:
-    try:
-        units = tuple(decoder_units)
-    except TypeError:
-        units = (None,)
-    if not all(
-        isinstance(u, int) and not isinstance(u, bool) and u >= 1 for u in units
-    ):
-        raise ValueError(
-            "Received an invalid value for `decoder_units`, expected a "
-            "sequence of positive integers. "
-            f"Received: decoder_units={decoder_units!r}"
-        )
-    return tuple(int(u) for u in units)
+def rename_arguments(cls_name: str, kwargs: dict[str, Any], warn: bool) -> None:
+    """Moves old keyword arguments of a model to their new names, in place."""
+    for old, new in RENAMED_ARGUMENTS.items():
+        if old not in kwargs:
+            continue
+        if new in kwargs:
+            raise ValueError(
+                f"Pass `{new}` only: `{old}` is its old name. Received both: "
+                f"{new}={kwargs[new]!r}, {old}={kwargs[old]!r}"
+            )
+        if warn:
+            warnings.warn(
+                f"`{cls_name}({old}=...)` is deprecated: the argument is now `{new}`.",
+                FutureWarning,
+                stacklevel=3,
+            )
+        kwargs[new] = kwargs.pop(old)
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
@@ -63,18 +62,18 @@ class CapsNet(keras.Model):
     The defaults are the paper's MNIST model: Conv 256@9x9, 32 primary
     capsule types of 8D from a 9x9 convolution of stride 2, 16D class
     capsules with 3 routing iterations, and a 512-1024 decoder; for
-    `input_shape=(28, 28, 1)` and 10 classes it has 8,215,568 weights.
-    The model is built when it is constructed, since `input_shape` fixes
+    `image_shape=(28, 28, 1)` and 10 classes it has 8,215,568 weights.
+    The model is built when it is constructed, since `image_shape` fixes
     every weight's shape. Images are channels last.
 
     Args:
-        input_shape: Shape of one image, `(height, width, channels)`, at
+        image_shape: Shape of one image, `(height, width, channels)`, at
             least 17x17 with the default kernels. Defaults to
             `(28, 28, 1)`.
         num_classes: Number of classes, one capsule each. Defaults to `10`.
         routing_iterations: Routing iterations between the primary and the
             class capsules. Defaults to `3`.
-        decoder: Whether to add the reconstruction decoder. Defaults to
+        use_decoder: Whether to add the reconstruction decoder. Defaults to
             `True`.
         stop_gradient_on_agreement: Passed to `RoutingCapsule`: if `True`,
             the routing agreement updates are not back-propagated through,
@@ -82,21 +81,28 @@ class CapsNet(keras.Model):
         conv_filters: Filters of the first convolution. Defaults to `256`.
         conv_kernel_size: Kernel size of the first convolution. Defaults
             to `9`.
-        primary_capsules: Primary capsule types per position. Defaults to
-            `32`.
+        primary_capsule_types: Primary capsule types, one capsule of each
+            per position. Defaults to `32`.
         primary_capsule_dim: Dimensions of a primary capsule. Defaults to
             `8`.
         primary_kernel_size: Kernel size of the primary capsules'
             convolution. Defaults to `9`.
         primary_strides: Strides of that convolution. Defaults to `2`.
-        primary_conv_implementation: `"direct"` or `"space_to_depth"`, how
-            `PrimaryCapsule` computes that convolution (same result and
-            weights; `"space_to_depth"` trains about 10x faster with XLA on
-            CPU). Defaults to `"direct"`.
+        primary_conv_implementation: `"auto"`, `"direct"` or
+            `"space_to_depth"`: how `PrimaryCapsule` computes that
+            convolution (same result and weights; see its
+            `conv_implementation`). `"auto"` is the fastest measured on the
+            backend in use. Defaults to `"auto"`.
         capsule_dim: Dimensions of a class capsule. Defaults to `16`.
         decoder_units: Units of the decoder's hidden ReLU layers. Defaults
             to `(512, 1024)`.
         **kwargs: Base model keyword arguments, such as `name` and `dtype`.
+            The dtype policy reaches every sublayer:
+            `CapsNet(dtype="mixed_bfloat16")` computes in bfloat16 and keeps
+            its weights in float32.
+
+    The old names `input_shape`, `decoder` and `primary_capsules` still
+    work, with a deprecation warning.
 
     Call arguments:
         inputs: Images `(batch, height, width, channels)`, or a pair
@@ -118,8 +124,8 @@ class CapsNet(keras.Model):
     >>> model.count_params()
     8215568
     >>> small = keras_capsules.models.CapsNet(
-    ...     input_shape=(20, 20, 3), num_classes=4, conv_filters=8,
-    ...     primary_capsules=4, capsule_dim=6, decoder_units=(16,))
+    ...     image_shape=(20, 20, 3), num_classes=4, conv_filters=8,
+    ...     primary_capsule_types=4, capsule_dim=6, decoder_units=(16,))
     >>> lengths, reconstructions = small(np.zeros((2, 20, 20, 3), "float32"))
     >>> tuple(lengths.shape), tuple(reconstructions.shape)
     ((2, 4), (2, 20, 20, 3))
@@ -142,34 +148,43 @@ class CapsNet(keras.Model):
 
     def __init__(
         self,
-        input_shape: tuple[int, int, int] = (28, 28, 1),
+        image_shape: tuple[int, int, int] = (28, 28, 1),
         num_classes: int = 10,
         routing_iterations: int = 3,
-        decoder: bool = True,
+        use_decoder: bool = True,
         stop_gradient_on_agreement: bool = False,
         conv_filters: int = 256,
         conv_kernel_size: int = 9,
-        primary_capsules: int = 32,
+        primary_capsule_types: int = 32,
         primary_capsule_dim: int = 8,
         primary_kernel_size: int = 9,
         primary_strides: int = 2,
-        primary_conv_implementation: str = "direct",
+        primary_conv_implementation: str = "auto",
         capsule_dim: int = 16,
         decoder_units: tuple[int, ...] = (512, 1024),
         **kwargs: Any,
     ) -> None:
+        arguments = {k: kwargs.pop(k) for k in RENAMED_ARGUMENTS if k in kwargs}
+        if arguments:
+            rename_arguments(type(self).__name__, arguments, warn=True)
+            image_shape = arguments.get("image_shape", image_shape)
+            use_decoder = arguments.get("use_decoder", use_decoder)
+            primary_capsule_types = arguments.get(
+                "primary_capsule_types", primary_capsule_types
+            )
         super().__init__(**kwargs)
-        # Named `image_shape`, not `input_shape`: on Keras models that name
-        # means the shape with the batch axis.
-        self.image_shape = _check_input_shape(input_shape)
+        self.image_shape = check_positive_ints("image_shape", image_shape, length=3)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.routing_iterations = check_positive_int(
             "routing_iterations", routing_iterations
         )
+        self.use_decoder = bool(use_decoder)
         self.stop_gradient_on_agreement = bool(stop_gradient_on_agreement)
         self.conv_filters = check_positive_int("conv_filters", conv_filters)
         self.conv_kernel_size = check_positive_int("conv_kernel_size", conv_kernel_size)
-        self.primary_capsules = check_positive_int("primary_capsules", primary_capsules)
+        self.primary_capsule_types = check_positive_int(
+            "primary_capsule_types", primary_capsule_types
+        )
         self.primary_capsule_dim = check_positive_int(
             "primary_capsule_dim", primary_capsule_dim
         )
@@ -183,23 +198,28 @@ class CapsNet(keras.Model):
             CONV_IMPLEMENTATIONS,
         )
         self.capsule_dim = check_positive_int("capsule_dim", capsule_dim)
-        self.decoder_units = _check_units(decoder_units)
+        self.decoder_units = check_positive_ints("decoder_units", decoder_units)
         self._check_image_size()
 
+        # Every sublayer computes under the model's dtype policy, as in a
+        # functional model built under that policy.
+        dtype = self.dtype_policy
         self.conv = keras.layers.Conv2D(
             self.conv_filters,
             self.conv_kernel_size,
             activation="relu",
             data_format="channels_last",
+            dtype=dtype,
             name="conv",
         )
         self.primary_capsule = PrimaryCapsule(
-            self.primary_capsules,
+            self.primary_capsule_types,
             self.primary_capsule_dim,
             kernel_size=self.primary_kernel_size,
             strides=self.primary_strides,
             data_format="channels_last",
             conv_implementation=self.primary_conv_implementation,
+            dtype=dtype,
             name="primary_capsule",
         )
         self.class_capsule = RoutingCapsule(
@@ -207,34 +227,46 @@ class CapsNet(keras.Model):
             self.capsule_dim,
             routing_iterations=self.routing_iterations,
             stop_gradient_on_agreement=self.stop_gradient_on_agreement,
+            dtype=dtype,
             name="class_capsule",
         )
-        self.length = Length(name="length")
-        self.mask = Mask(name="mask")
-        self.decoder = self._make_decoder() if decoder else None
+        self.length = Length(dtype=dtype, name="length")
+        self.mask = Mask(dtype=dtype, name="mask")
+        # The attribute names are the paths of the weights in saved models.
+        self.decoder = self._make_decoder() if self.use_decoder else None
         # Read by `compile`, so that losses and metrics can be given by
         # output name and are logged as `lengths_*` / `reconstructions_*`.
         self.output_names = (
-            ["lengths", "reconstructions"] if self.decoder is not None else ["lengths"]
+            ["lengths", "reconstructions"] if self.use_decoder else ["lengths"]
         )
         self.build((None, *self.image_shape))
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Any:
+        # Models saved before the renames load without a warning.
+        config = dict(config)
+        rename_arguments(cls.__name__, config, warn=False)
+        return cls(**config)
 
     def _check_image_size(self) -> None:
         height, width, _ = self.image_shape
         smallest = self.conv_kernel_size + self.primary_kernel_size - 1
         if height < smallest or width < smallest:
             raise ValueError(
-                "Received an invalid value for `input_shape`: with "
+                "Received an invalid value for `image_shape`: with "
                 f"conv_kernel_size={self.conv_kernel_size} and "
                 f"primary_kernel_size={self.primary_kernel_size} images must "
                 f"be at least {smallest}x{smallest}. "
-                f"Received: input_shape={self.image_shape}"
+                f"Received: image_shape={self.image_shape}"
             )
 
     def _make_decoder(self) -> keras.Sequential:
         height, width, channels = self.image_shape
+        dtype = self.dtype_policy
         hidden = [
-            keras.layers.Dense(units, activation="relu", name=f"decoder_dense_{i}")
+            keras.layers.Dense(
+                units, activation="relu", dtype=dtype, name=f"decoder_dense_{i}"
+            )
             for i, units in enumerate(self.decoder_units, start=1)
         ]
         return keras.Sequential(
@@ -243,9 +275,12 @@ class CapsNet(keras.Model):
                 keras.layers.Dense(
                     height * width * channels,
                     activation="sigmoid",
+                    dtype=dtype,
                     name="decoder_image",
                 ),
-                keras.layers.Reshape(self.image_shape, name="decoder_reshape"),
+                keras.layers.Reshape(
+                    self.image_shape, dtype=dtype, name="decoder_reshape"
+                ),
             ],
             name="decoder",
         )
@@ -289,7 +324,7 @@ class CapsNet(keras.Model):
             )
 
     def _check_labels_shape(self, shape: tuple) -> None:
-        if len(shape) != 2 or shape[1] not in (None, self.num_classes):
+        if not shapes_compatible(shape, (None, self.num_classes)):
             raise ValueError(
                 f"`CapsNet` expects one-hot labels of shape (batch, "
                 f"{self.num_classes}). Received: labels.shape={shape}"
@@ -314,22 +349,12 @@ class CapsNet(keras.Model):
 
         With `return_coupling=True`, also returns the coupling coefficients
         of the last routing iteration, `(batch, num_classes,
-        num_primary_capsules)`.
+        num_primary_capsules)`, from the same routing pass.
         """
         images = ops.convert_to_tensor(images, dtype=self.compute_dtype)
         self._check_images_shape(tuple(images.shape))
         primary = self.primary_capsule(self.conv(images))
-        if not return_coupling:
-            return self.class_capsule(primary)
-        # The coupling is internal to `RoutingCapsule`, so the same routing
-        # is rerun here with the layer's own weights to expose it.
-        kernel = ops.cast(self.class_capsule.kernel, self.compute_dtype)
-        return capsule_ops.routing_by_agreement(
-            capsule_ops.capsule_predictions(primary, kernel),
-            self.routing_iterations,
-            stop_gradient_on_agreement=self.stop_gradient_on_agreement,
-            return_coupling=True,
-        )
+        return self.class_capsule(primary, return_coupling=return_coupling)
 
     def decode(self, capsules: Any, labels: Any = None) -> Any:
         """Reconstructs images from class capsules.
@@ -340,7 +365,7 @@ class CapsNet(keras.Model):
         if self.decoder is None:
             raise ValueError(
                 "This `CapsNet` has no decoder to reconstruct images: it was "
-                "made with decoder=False."
+                "made with use_decoder=False."
             )
         capsules = ops.convert_to_tensor(capsules, dtype=self.compute_dtype)
         masked = self.mask(capsules if labels is None else [capsules, labels])
@@ -367,14 +392,14 @@ class CapsNet(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         config = {
-            "input_shape": self.image_shape,
+            "image_shape": self.image_shape,
             "num_classes": self.num_classes,
             "routing_iterations": self.routing_iterations,
-            "decoder": self.decoder is not None,
+            "use_decoder": self.use_decoder,
             "stop_gradient_on_agreement": self.stop_gradient_on_agreement,
             "conv_filters": self.conv_filters,
             "conv_kernel_size": self.conv_kernel_size,
-            "primary_capsules": self.primary_capsules,
+            "primary_capsule_types": self.primary_capsule_types,
             "primary_capsule_dim": self.primary_capsule_dim,
             "primary_kernel_size": self.primary_kernel_size,
             "primary_strides": self.primary_strides,

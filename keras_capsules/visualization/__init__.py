@@ -1,10 +1,17 @@
-"""Plots of a trained CapsNet: reconstructions, perturbed capsules, history.
+"""Plots of a trained capsule model: reconstructions, perturbed capsules, history.
+
+The figures take any `CapsuleAutoencoder` (an object with `encode` and
+`decode`, like `keras_capsules.models.CapsNet`) or plain arrays.
 
 Needs matplotlib, which is imported only when a plot is made:
 `pip install keras-capsules[examples]`.
 """
 
-from keras_capsules.visualization.capsules import class_capsules, perturb_capsule
+from keras_capsules.visualization.capsules import (
+    CapsuleAutoencoder,
+    class_capsules,
+    perturb_capsule,
+)
 from keras_capsules.visualization.plots import (
     plot_history,
     plot_perturbations,
@@ -12,6 +19,7 @@ from keras_capsules.visualization.plots import (
 )
 
 __all__ = [
+    "CapsuleAutoencoder",
     "class_capsules",
     "perturb_capsule",
     "plot_history",

@@ -1,30 +1,50 @@
-"""NumPy access to the class capsules of a `CapsNet`."""
+"""NumPy access to the class capsules of any capsule autoencoder."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import keras
 import numpy as np
 
-from keras_capsules.models import CapsNet
+
+@runtime_checkable
+class CapsuleAutoencoder(Protocol):
+    """What the figures need of a model: capsules in, images out.
+
+    `keras_capsules.models.CapsNet` is one; so is any object with these two
+    methods, e.g. a wrapper around a functional model and its decoder.
+    """
+
+    def encode(self, images: Any, return_coupling: bool = False) -> Any:
+        """Class capsules `(batch, num_classes, capsule_dim)` of `images`.
+
+        With `return_coupling=True`, the pair `(capsules, coupling)`.
+        """
+
+    def decode(self, capsules: Any, labels: Any = None) -> Any:
+        """Images reconstructed from the capsules chosen by one-hot `labels`."""
 
 
-def check_capsnet(model: Any, needs_decoder: bool = False) -> None:
-    if not isinstance(model, CapsNet):
+def check_capsule_model(model: Any, needs_decoder: bool = False) -> None:
+    if not callable(getattr(model, "encode", None)) or (
+        needs_decoder and not callable(getattr(model, "decode", None))
+    ):
+        wanted = "`encode` and `decode`" if needs_decoder else "`encode`"
         raise ValueError(
-            "Expected a `keras_capsules.models.CapsNet`. "
+            f"Expected a capsule model with {wanted} methods, such as "
+            "`keras_capsules.models.CapsNet` (see `CapsuleAutoencoder`). "
             f"Received: model={type(model).__name__}"
         )
-    if needs_decoder and model.decoder is None:
+    if needs_decoder and getattr(model, "decoder", True) is None:
         raise ValueError(
-            "Expected a `CapsNet` with a decoder, to reconstruct images. "
-            "Received a model made with decoder=False."
+            "Expected a model with a decoder, to reconstruct images. "
+            "Received a model made with use_decoder=False."
         )
 
 
 def class_capsules(
-    model: CapsNet,
+    model: CapsuleAutoencoder,
     images: Any,
     batch_size: int = 32,
     return_coupling: bool = False,
@@ -32,7 +52,7 @@ def class_capsules(
     """Class capsules of `images` (and routing couplings) as NumPy arrays.
 
     Args:
-        model: A `keras_capsules.models.CapsNet`.
+        model: A `CapsuleAutoencoder`, e.g. `keras_capsules.models.CapsNet`.
         images: Images `(batch, height, width, channels)` of the model's
             input shape.
         batch_size: Images encoded at a time, to bound memory. Defaults to
@@ -51,14 +71,14 @@ def class_capsules(
     >>> import numpy as np
     >>> import keras_capsules
     >>> model = keras_capsules.models.CapsNet(
-    ...     input_shape=(20, 20, 1), num_classes=3, conv_filters=4,
-    ...     primary_capsules=2, capsule_dim=4, decoder_units=(8,))
+    ...     image_shape=(20, 20, 1), num_classes=3, conv_filters=4,
+    ...     primary_capsule_types=2, capsule_dim=4, decoder_units=(8,))
     >>> capsules, coupling = keras_capsules.visualization.class_capsules(
     ...     model, np.zeros((5, 20, 20, 1), "float32"), return_coupling=True)
     >>> capsules.shape, coupling.shape
     ((5, 3, 4), (5, 3, 8))
     """
-    check_capsnet(model)
+    check_capsule_model(model)
     images = np.asarray(images, dtype="float32")
     capsules, couplings = [], []
     for start in range(0, len(images), batch_size):

@@ -1,4 +1,4 @@
-"""Figures of a CapsNet's reconstructions, capsule dimensions and training."""
+"""Figures of a capsule model's reconstructions, capsule dimensions and training."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_capsules.models import CapsNet
 from keras_capsules.visualization._matplotlib import new_figure, save
 from keras_capsules.visualization.capsules import (
-    check_capsnet,
+    CapsuleAutoencoder,
+    check_capsule_model,
     class_capsules,
     perturb_capsule,
 )
@@ -97,7 +97,7 @@ def plot_reconstructions(
 
 
 def plot_perturbations(
-    model: CapsNet,
+    model: CapsuleAutoencoder,
     image: Any,
     path: str | Path | None = None,
     deltas: Any = PAPER_DELTAS,
@@ -110,7 +110,8 @@ def plot_perturbations(
     dimension and one column per shift.
 
     Args:
-        model: A `keras_capsules.models.CapsNet` with a decoder.
+        model: A `CapsuleAutoencoder` with a decoder, e.g.
+            `keras_capsules.models.CapsNet`.
         image: One image, `(height, width, channels)` or with a batch axis
             of 1.
         path: Where to save the figure. Defaults to `None`, not saved.
@@ -125,20 +126,21 @@ def plot_perturbations(
     >>> import numpy as np
     >>> import keras_capsules
     >>> model = keras_capsules.models.CapsNet(
-    ...     input_shape=(20, 20, 1), num_classes=3, conv_filters=4,
-    ...     primary_capsules=2, capsule_dim=4, decoder_units=(8,))
+    ...     image_shape=(20, 20, 1), num_classes=3, conv_filters=4,
+    ...     primary_capsule_types=2, capsule_dim=4, decoder_units=(8,))
     >>> figure = keras_capsules.visualization.plot_perturbations(
     ...     model, np.random.rand(20, 20, 1))
     >>> len(figure.axes)
     44
     """
-    check_capsnet(model, needs_decoder=True)
+    check_capsule_model(model, needs_decoder=True)
     image = np.asarray(image, dtype="float32")
-    if image.ndim == len(model.image_shape):
+    image_shape = tuple(getattr(model, "image_shape", image.shape[-3:]))
+    if image.ndim == len(image_shape):
         image = image[None]
-    if image.shape != (1, *model.image_shape):
+    if image.shape != (1, *image_shape):
         raise ValueError(
-            f"Expected one image of shape {model.image_shape}. "
+            f"Expected one image of shape {image_shape}. "
             f"Received: image.shape={image.shape}"
         )
     deltas = np.asarray(deltas, dtype="float32")
@@ -148,7 +150,7 @@ def plot_perturbations(
     decoded = keras.ops.convert_to_numpy(model.decode(perturbed, labels))
     decoded = _as_images("reconstructions", decoded)
 
-    rows, columns = model.capsule_dim, len(deltas)
+    rows, columns = capsules.shape[-1], len(deltas)
     # Sized from the cell so that the square images fill the grid, with
     # fixed margins (in inches) for the title, the column and row labels.
     cell, gap = 0.5, 0.05

@@ -1,0 +1,29 @@
+"""The capsule-network math, written once on `keras.ops`.
+
+Every layer and loss in `keras_capsules` calls into this namespace, so each
+equation lives in exactly one place, and runs unchanged on the TensorFlow,
+PyTorch and JAX backends. The modules follow the concepts: capsule vector
+math (`capsules`), convolution helpers (`convolution`), losses (`losses`)
+and one module per routing algorithm (`routing/`).
+"""
+
+from keras_capsules.ops.capsules import (
+    capsule_length,
+    capsule_predictions,
+    mask_capsules,
+    squash,
+)
+from keras_capsules.ops.convolution import space_to_depth_conv
+from keras_capsules.ops.losses import margin_loss, reconstruction_loss
+from keras_capsules.ops.routing import dynamic_routing
+
+__all__ = [
+    "capsule_length",
+    "capsule_predictions",
+    "dynamic_routing",
+    "margin_loss",
+    "mask_capsules",
+    "reconstruction_loss",
+    "space_to_depth_conv",
+    "squash",
+]
