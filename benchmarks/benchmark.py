@@ -53,8 +53,9 @@ DEFAULT_CONTENDERS = {
         "keras", "keras-jit", "keras-stopgrad", "keras-bf16", "keras-s2d", "torch",
     ),
     # No bf16 for JAX: bfloat16 is emulated on this CPU (slower, README).
-    "jax": ("keras", "keras-s2d", "keras-stopgrad", "jax", "jax-s2d", "torch"),
-    "jax-noynn": ("keras", "keras-s2d", "jax", "jax-s2d", "torch"),
+    # On JAX the default `keras` is the space-to-depth convolution ("auto").
+    "jax": ("keras", "keras-direct", "keras-stopgrad", "jax", "jax-s2d", "torch"),
+    "jax-noynn": ("keras", "jax", "jax-s2d", "torch"),
 }  # fmt: skip
 SMOKE_CONTENDERS = {
     "tensorflow": ("keras", "torch"),

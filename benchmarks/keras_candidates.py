@@ -12,6 +12,9 @@ A variant name is `keras` plus options joined by `-`:
   weights, routing softmax and norms in float32);
 - `s2d`: the CapsNet with `primary_conv_implementation="space_to_depth"`
   (the stride-2 convolution as a stride-1 one; same result and weights);
+- `direct`: the CapsNet with `primary_conv_implementation="direct"` (the
+  backend's strided convolution). Without `s2d` or `direct`, the default
+  `"auto"`: space-to-depth on JAX, direct elsewhere;
 - `cf`: the CapsNet built from the layers with `data_format="channels_first"`
   (the images have one channel, so NHWC and NCHW batches are the same
   memory), which spares the PyTorch backend its NHWC <-> NCHW copies around
@@ -30,7 +33,7 @@ from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
 from keras_capsules.losses import MarginLoss, ReconstructionLoss
 from keras_capsules.models import CapsNet
 
-OPTIONS = ("jit", "nojit", "stopgrad", "bf16", "cf", "s2d")
+OPTIONS = ("jit", "nojit", "stopgrad", "bf16", "cf", "s2d", "direct")
 
 
 def parse_variant(name: str) -> dict:
@@ -47,7 +50,13 @@ def parse_variant(name: str) -> dict:
         "stop_gradient_on_agreement": "stopgrad" in parts,
         "dtype_policy": "mixed_bfloat16" if "bf16" in parts else "float32",
         "data_format": "channels_first" if "cf" in parts else "channels_last",
-        "conv_implementation": "space_to_depth" if "s2d" in parts else "direct",
+        "conv_implementation": (
+            "space_to_depth"
+            if "s2d" in parts
+            else "direct"
+            if "direct" in parts
+            else "auto"
+        ),
     }
 
 
@@ -65,7 +74,7 @@ def routing_model(stop_gradient_on_agreement: bool) -> keras.Model:
 def capsnet_from_layers(
     stop_gradient_on_agreement: bool,
     data_format: str = "channels_last",
-    conv_implementation: str = "direct",
+    conv_implementation: str = "auto",
 ) -> tuple[keras.Model, keras.Model]:
     """The paper's CapsNet from the public layers; one model for train and predict.
 
@@ -125,7 +134,7 @@ def capsnet(
     stop_gradient_on_agreement: bool,
     source: str,
     data_format: str,
-    conv_implementation: str = "direct",
+    conv_implementation: str = "auto",
 ) -> tuple[keras.Model, keras.Model]:
     if data_format == "channels_first" or source != "model":
         return capsnet_from_layers(
@@ -190,6 +199,16 @@ class KerasContender:
     @property
     def resolved_jit_compile(self) -> bool:
         return bool(self.model.jit_compile)
+
+    @property
+    def resolved_conv_implementation(self) -> str | None:
+        """What `"auto"` chose for the primary convolution, if there is one."""
+        from keras_capsules.ops.convolution import resolve_conv_implementation
+
+        for layer in self.model._flatten_layers():
+            if isinstance(layer, PrimaryCapsule):
+                return resolve_conv_implementation(layer.conv_implementation)
+        return None
 
     def train_step(self):
         return self.model.train_on_batch(self.x, self.y)

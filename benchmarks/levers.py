@@ -12,7 +12,7 @@ Formulations of `RoutingCapsule.call` (all the same math):
 
 - `uhat-einsum`: the first implementation: `u_hat = einsum("bid,ijde->bjie")`,
   then both contractions as einsums on `u_hat`;
-- `factored-einsum`: `u_hat` never formed (see `keras_capsules.ops._route_inputs`),
+- `factored-einsum`: `u_hat` never formed (see `keras_capsules.ops.dynamic_routing`),
   contractions with the regrouped kernel written as einsums;
 - `factored-matmul-ike`: the same with pre-transposed operands and `matmul`,
   the kernel viewed as `(J, I * D, E)`;
@@ -71,10 +71,22 @@ def _formulations():
     from keras_capsules import ops as capsule_ops
 
     def uhat_einsum(inputs, kernel, iterations, stop_gradient):
+        # Procedure 1 on the prediction vectors u_hat, the paper's form (the
+        # package's routing before it stopped forming u_hat).
         predictions = capsule_ops.capsule_predictions(inputs, kernel)
-        return capsule_ops.routing_by_agreement(
-            predictions, iterations, stop_gradient_on_agreement=stop_gradient
+        agreement_predictions = (
+            ops.stop_gradient(predictions) if stop_gradient else predictions
         )
+        outputs = capsule_ops.squash(ops.mean(predictions, axis=2))
+        logits = None
+        for _ in range(1, iterations):
+            agreement = ops.einsum("bjie,bje->bji", agreement_predictions, outputs)
+            logits = agreement if logits is None else logits + agreement
+            coupling = ops.softmax(logits, axis=1)
+            outputs = capsule_ops.squash(
+                ops.einsum("bji,bjie->bje", coupling, predictions)
+            )
+        return outputs
 
     def factored_einsum(inputs, kernel, iterations, stop_gradient):
         num_inputs, num_outputs, input_dim, output_dim = kernel.shape
@@ -131,7 +143,7 @@ def _formulations():
         "uhat-einsum": uhat_einsum,
         "factored-einsum": factored_einsum,
         "factored-matmul-ike": factored_matmul_ike,
-        "factored-matmul": capsule_ops._route_inputs,
+        "factored-matmul": capsule_ops.dynamic_routing,
     }
 
 

@@ -44,8 +44,9 @@ def rows(result: dict) -> list[dict]:
         for r in result["timing"]
         if r["contender"] == "torch"
     }
-    # The JAX baselines of each JAX process; `s2d` contenders are compared
-    # with the hand-written space-to-depth one.
+    # The JAX baselines of each JAX process; each Keras contender is compared
+    # with the hand-written JAX of the same primary convolution (records
+    # before "auto" existed name `s2d` when they used it).
     jax_times = {
         (r["process"], r["contender"], *_key(r)): r["images_per_s"]
         for r in result["timing"]
@@ -63,7 +64,10 @@ def rows(result: dict) -> list[dict]:
         own_peak = peak(record["process"] if is_keras else "", record["contender"], key)
         torch_peak = peak("", "torch", key)
         torch_speed = torch_times.get((record["process"], *key))
-        jax_name = "jax-s2d" if "s2d" in record["contender"] else "jax"
+        conv = record.get("conv_implementation") or (
+            "space_to_depth" if "s2d" in record["contender"] else "direct"
+        )
+        jax_name = "jax-s2d" if conv == "space_to_depth" else "jax"
         jax_speed = jax_times.get((record["process"], jax_name, *key))
         out.append(
             {

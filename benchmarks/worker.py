@@ -98,6 +98,7 @@ def run_timing(args: argparse.Namespace) -> list[dict]:
             }
             if hasattr(contender, "resolved_jit_compile"):
                 record["jit_compile"] = contender.resolved_jit_compile
+                record["conv_implementation"] = contender.resolved_conv_implementation
             records.append(record)
             if args.memory_inline:
                 # Smoke runs: the same code on the already compiled

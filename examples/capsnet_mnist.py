@@ -33,6 +33,7 @@ import platform
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument(option, type=type_, default=default, help=help_)
     parser.add_argument(
         "--primary-conv",
-        choices=("direct", "space_to_depth"),
-        default="direct",
+        choices=("auto", "direct", "space_to_depth"),
+        default="auto",
         help="how PrimaryCapsule computes its strided convolution (same "
-        "result; space_to_depth trains ~10x faster with XLA on CPU, e.g. JAX)",
+        "result; auto: the fastest measured for the backend, space_to_depth on "
+        "JAX, whose XLA differentiates the strided one ~10x slower on CPU)",
     )
     parser.add_argument(
         "--fresh",
@@ -111,7 +113,13 @@ def load_data(path: Path | None) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
     if not path.is_file():
         raise DataError(f"--data {path}: no such file")
     try:
-        with np.load(path) as data:
+        data = np.load(path)
+        if isinstance(data, np.ndarray):
+            raise DataError(
+                f"--data {path}: holds one array (.npy), not an .npz with "
+                f"{', '.join(DATA_KEYS)} as in keras.datasets.mnist"
+            )
+        with data:
             missing = [key for key in DATA_KEYS if key not in data.files]
             if missing:
                 raise DataError(
@@ -119,7 +127,7 @@ def load_data(path: Path | None) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
                     f"expected {', '.join(DATA_KEYS)} as in keras.datasets.mnist"
                 )
             arrays = {key: np.asarray(data[key]) for key in DATA_KEYS}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, DataError):
             raise
         raise DataError(f"--data {path}: not a readable .npz file ({error})") from None
@@ -294,6 +302,18 @@ def training_callbacks(
                 return
             super().on_epoch_end(epoch, logs)
 
+    class FiniteEpochsLog(keras.callbacks.CSVLogger):
+        """`CSVLogger` that, like the checkpoint, leaves out a NaN epoch.
+
+        That epoch runs again when the run resumes; its row would be a
+        second one for the same epoch.
+        """
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if logs and not np.isfinite(logs.get("loss", 0.0)):
+                return
+            super().on_epoch_end(epoch, logs)
+
     return [
         EpochClock(),
         keras.callbacks.LearningRateScheduler(
@@ -301,7 +321,7 @@ def training_callbacks(
         ),
         keras.callbacks.TerminateOnNaN(),
         BackupFiniteEpochs(str(backup_dir), delete_checkpoint=False),
-        keras.callbacks.CSVLogger(str(log_path), append=True),
+        FiniteEpochsLog(str(log_path), append=True),
     ]
 
 
@@ -383,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
 
     model = CapsNet(
-        input_shape=x_train.shape[1:],
+        image_shape=x_train.shape[1:],
         num_classes=num_classes,
         routing_iterations=args.routing_iterations,
         primary_conv_implementation=args.primary_conv,

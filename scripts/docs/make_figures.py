@@ -7,8 +7,8 @@ Every curve is computed with the package's own functions:
 - `margin_loss.png`: the two terms of `keras_capsules.ops.margin_loss`
   against capsule length (eq. 4);
 - `coupling.png`: coupling coefficients of a trained CapsNet on real MNIST
-  test digits, computed with `keras_capsules.ops.capsule_predictions` and
-  `keras_capsules.ops.routing_by_agreement(..., return_coupling=True)` for
+  test digits, computed with `keras_capsules.ops.dynamic_routing(..., return_coupling=True)` on the
+  trained kernel for
   1, 2 and 3 routing iterations;
 - `coupling.json`: the numbers behind `coupling.png`.
 
@@ -219,10 +219,9 @@ def coupling_statistics(
         u = routing_inputs(model, layer, x[start : start + batch_size])
         weights = np.linalg.norm(u, axis=-1)  # (batch, input_num_capsules)
         weights = weights / weights.sum(axis=1, keepdims=True)
-        predictions = capsule_ops.capsule_predictions(u, kernel)
         for r in ITERATIONS:
-            v, c = capsule_ops.routing_by_agreement(
-                predictions, routing_iterations=r, return_coupling=True
+            v, c = capsule_ops.dynamic_routing(
+                u, kernel, routing_iterations=r, return_coupling=True
             )
             c = keras.ops.convert_to_numpy(
                 c
