@@ -1,6 +1,6 @@
 """Capsule-network building blocks for Keras 3, on TensorFlow, PyTorch and JAX."""
 
-from keras_capsules import layers, losses, models, ops, visualization
+from keras_capsules import datasets, layers, losses, models, ops, visualization
 from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
 from keras_capsules.losses import MarginLoss, ReconstructionLoss
 from keras_capsules.models import CapsNet
@@ -15,6 +15,7 @@ __all__ = [
     "ReconstructionLoss",
     "RoutingCapsule",
     "__version__",
+    "datasets",
     "layers",
     "losses",
     "models",

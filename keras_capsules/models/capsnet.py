@@ -1,49 +1,24 @@
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import keras
-from keras import ops
 
 from keras_capsules._validation import (
     check_choice,
     check_positive_int,
-    check_positive_ints,
-    shapes_compatible,
 )
-from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
+from keras_capsules.layers import PrimaryCapsule, RoutingCapsule
+from keras_capsules.models.base_capsule_classifier import (
+    RENAMED_ARGUMENTS,
+    BaseCapsuleClassifier,
+    rename_arguments,
+)
 from keras_capsules.ops.convolution import CONV_IMPLEMENTATIONS
-
-# Old argument names, kept working with a warning; saved configs map silently.
-RENAMED_ARGUMENTS = {
-    "input_shape": "image_shape",
-    "decoder": "use_decoder",
-    "primary_capsules": "primary_capsule_types",
-}
-
-
-def rename_arguments(cls_name: str, kwargs: dict[str, Any], warn: bool) -> None:
-    """Moves old keyword arguments of a model to their new names, in place."""
-    for old, new in RENAMED_ARGUMENTS.items():
-        if old not in kwargs:
-            continue
-        if new in kwargs:
-            raise ValueError(
-                f"Pass `{new}` only: `{old}` is its old name. Received both: "
-                f"{new}={kwargs[new]!r}, {old}={kwargs[old]!r}"
-            )
-        if warn:
-            warnings.warn(
-                f"`{cls_name}({old}=...)` is deprecated: the argument is now `{new}`.",
-                FutureWarning,
-                stacklevel=3,
-            )
-        kwargs[new] = kwargs.pop(old)
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
-class CapsNet(keras.Model):
+class CapsNet(BaseCapsuleClassifier):
     """The CapsNet of Sabour, Frosst & Hinton (2017), with its decoder.
 
     The encoder is a ReLU convolution, a `PrimaryCapsule` layer and a
@@ -76,8 +51,9 @@ class CapsNet(keras.Model):
         use_decoder: Whether to add the reconstruction decoder. Defaults to
             `True`.
         stop_gradient_on_agreement: Passed to `RoutingCapsule`: if `True`,
-            the routing agreement updates are not back-propagated through,
-            which departs from the paper. Defaults to `False`.
+            no gradient flows through the routing's agreement updates (the
+            weighted sums still back-propagate), which departs from the
+            paper. Defaults to `False`.
         conv_filters: Filters of the first convolution. Defaults to `256`.
         conv_kernel_size: Kernel size of the first convolution. Defaults
             to `9`.
@@ -172,13 +148,17 @@ class CapsNet(keras.Model):
             primary_capsule_types = arguments.get(
                 "primary_capsule_types", primary_capsule_types
             )
-        super().__init__(**kwargs)
-        self.image_shape = check_positive_ints("image_shape", image_shape, length=3)
-        self.num_classes = check_positive_int("num_classes", num_classes)
+        super().__init__(
+            image_shape=image_shape,
+            num_classes=num_classes,
+            capsule_dim=capsule_dim,
+            use_decoder=use_decoder,
+            decoder_units=decoder_units,
+            **kwargs,
+        )
         self.routing_iterations = check_positive_int(
             "routing_iterations", routing_iterations
         )
-        self.use_decoder = bool(use_decoder)
         self.stop_gradient_on_agreement = bool(stop_gradient_on_agreement)
         self.conv_filters = check_positive_int("conv_filters", conv_filters)
         self.conv_kernel_size = check_positive_int("conv_kernel_size", conv_kernel_size)
@@ -197,12 +177,8 @@ class CapsNet(keras.Model):
             primary_conv_implementation,
             CONV_IMPLEMENTATIONS,
         )
-        self.capsule_dim = check_positive_int("capsule_dim", capsule_dim)
-        self.decoder_units = check_positive_ints("decoder_units", decoder_units)
         self._check_image_size()
 
-        # Every sublayer computes under the model's dtype policy, as in a
-        # functional model built under that policy.
         dtype = self.dtype_policy
         self.conv = keras.layers.Conv2D(
             self.conv_filters,
@@ -230,23 +206,7 @@ class CapsNet(keras.Model):
             dtype=dtype,
             name="class_capsule",
         )
-        self.length = Length(dtype=dtype, name="length")
-        self.mask = Mask(dtype=dtype, name="mask")
-        # The attribute names are the paths of the weights in saved models.
-        self.decoder = self._make_decoder() if self.use_decoder else None
-        # Read by `compile`, so that losses and metrics can be given by
-        # output name and are logged as `lengths_*` / `reconstructions_*`.
-        self.output_names = (
-            ["lengths", "reconstructions"] if self.use_decoder else ["lengths"]
-        )
-        self.build((None, *self.image_shape))
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Any:
-        # Models saved before the renames load without a warning.
-        config = dict(config)
-        rename_arguments(cls.__name__, config, warn=False)
-        return cls(**config)
+        self._make_heads()
 
     def _check_image_size(self) -> None:
         height, width, _ = self.image_shape
@@ -260,89 +220,13 @@ class CapsNet(keras.Model):
                 f"Received: image_shape={self.image_shape}"
             )
 
-    def _make_decoder(self) -> keras.Sequential:
-        height, width, channels = self.image_shape
-        dtype = self.dtype_policy
-        hidden = [
-            keras.layers.Dense(
-                units, activation="relu", dtype=dtype, name=f"decoder_dense_{i}"
-            )
-            for i, units in enumerate(self.decoder_units, start=1)
-        ]
-        return keras.Sequential(
-            [
-                *hidden,
-                keras.layers.Dense(
-                    height * width * channels,
-                    activation="sigmoid",
-                    dtype=dtype,
-                    name="decoder_image",
-                ),
-                keras.layers.Reshape(
-                    self.image_shape, dtype=dtype, name="decoder_reshape"
-                ),
-            ],
-            name="decoder",
-        )
-
-    def build(self, input_shape: Any) -> None:
-        images_shape, labels_shape = self._split_shapes(input_shape)
-        self._check_images_shape(images_shape)
-        if labels_shape is not None:
-            self._check_labels_shape(labels_shape)
-        batch = images_shape[0]
-        self.conv.build((batch, *self.image_shape))
-        conv_shape = self.conv.compute_output_shape((batch, *self.image_shape))
+    def build_encoder(self, images_shape: tuple) -> tuple:
+        self.conv.build(images_shape)
+        conv_shape = self.conv.compute_output_shape(images_shape)
         self.primary_capsule.build(conv_shape)
         primary_shape = self.primary_capsule.compute_output_shape(conv_shape)
         self.class_capsule.build(primary_shape)
-        class_shape = self.class_capsule.compute_output_shape(primary_shape)
-        self.length.build(class_shape)
-        self.mask.build(class_shape)
-        if self.decoder is not None:
-            self.decoder.build((batch, self.num_classes * self.capsule_dim))
-
-    @staticmethod
-    def _split_shapes(input_shape: Any) -> tuple[tuple, tuple | None]:
-        if (
-            isinstance(input_shape, (list, tuple))
-            and len(input_shape) == 2
-            and isinstance(input_shape[0], (list, tuple))
-        ):
-            return tuple(input_shape[0]), tuple(input_shape[1])
-        return tuple(input_shape), None
-
-    def _check_images_shape(self, shape: tuple) -> None:
-        if len(shape) != 4 or any(
-            got is not None and got != want
-            for got, want in zip(shape[1:], self.image_shape, strict=True)
-        ):
-            raise ValueError(
-                f"`CapsNet` was made for images of shape {self.image_shape} "
-                "(batch, height, width, channels) and got a different shape. "
-                f"Received: images.shape={shape}"
-            )
-
-    def _check_labels_shape(self, shape: tuple) -> None:
-        if not shapes_compatible(shape, (None, self.num_classes)):
-            raise ValueError(
-                f"`CapsNet` expects one-hot labels of shape (batch, "
-                f"{self.num_classes}). Received: labels.shape={shape}"
-            )
-
-    def _split_inputs(self, inputs: Any) -> tuple[Any, Any]:
-        if isinstance(inputs, (list, tuple)):
-            if len(inputs) != 2:
-                raise ValueError(
-                    "`CapsNet` expects `images` or `(images, labels)`. "
-                    f"Received {len(inputs)} inputs."
-                )
-            images, labels = inputs
-            self._check_labels_shape(tuple(labels.shape))
-        else:
-            images, labels = inputs, None
-        self._check_images_shape(tuple(images.shape))
-        return images, labels
+        return self.class_capsule.compute_output_shape(primary_shape)
 
     def encode(self, images: Any, return_coupling: bool = False) -> Any:
         """Class capsules of `images`, `(batch, num_classes, capsule_dim)`.
@@ -351,51 +235,12 @@ class CapsNet(keras.Model):
         of the last routing iteration, `(batch, num_classes,
         num_primary_capsules)`, from the same routing pass.
         """
-        images = ops.convert_to_tensor(images, dtype=self.compute_dtype)
-        self._check_images_shape(tuple(images.shape))
-        primary = self.primary_capsule(self.conv(images))
+        primary = self.primary_capsule(self.conv(self._images(images)))
         return self.class_capsule(primary, return_coupling=return_coupling)
-
-    def decode(self, capsules: Any, labels: Any = None) -> Any:
-        """Reconstructs images from class capsules.
-
-        Only the capsule chosen by the one-hot `labels`, or the longest
-        capsule if `labels` is `None`, reaches the decoder.
-        """
-        if self.decoder is None:
-            raise ValueError(
-                "This `CapsNet` has no decoder to reconstruct images: it was "
-                "made with use_decoder=False."
-            )
-        capsules = ops.convert_to_tensor(capsules, dtype=self.compute_dtype)
-        masked = self.mask(capsules if labels is None else [capsules, labels])
-        return self.decoder(masked)
-
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
-        images, labels = self._split_inputs(inputs)
-        capsules = self.class_capsule(self.primary_capsule(self.conv(images)))
-        lengths = self.length(capsules)
-        if self.decoder is None:
-            return lengths
-        if labels is not None:
-            masked = self.mask([capsules, labels])
-        else:
-            masked = self.mask(capsules)
-        return lengths, self.decoder(masked)
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        images_shape, _ = self._split_shapes(input_shape)
-        lengths_shape = (images_shape[0], self.num_classes)
-        if self.decoder is None:
-            return lengths_shape
-        return lengths_shape, (images_shape[0], *self.image_shape)
 
     def get_config(self) -> dict[str, Any]:
         config = {
-            "image_shape": self.image_shape,
-            "num_classes": self.num_classes,
             "routing_iterations": self.routing_iterations,
-            "use_decoder": self.use_decoder,
             "stop_gradient_on_agreement": self.stop_gradient_on_agreement,
             "conv_filters": self.conv_filters,
             "conv_kernel_size": self.conv_kernel_size,
@@ -404,7 +249,5 @@ class CapsNet(keras.Model):
             "primary_kernel_size": self.primary_kernel_size,
             "primary_strides": self.primary_strides,
             "primary_conv_implementation": self.primary_conv_implementation,
-            "capsule_dim": self.capsule_dim,
-            "decoder_units": self.decoder_units,
         }
         return {**super().get_config(), **config}

@@ -1,0 +1,14 @@
+"""Capsule-network benchmark data built from MNIST-like digits, in NumPy.
+
+MultiMNIST (`multi_mnist`), the expanded-MNIST training view of the affNIST
+experiment (`expanded_mnist`) and an affNIST-like test view (`affine_mnist`)
+from Sabour et al. 2017. Nothing is downloaded: pass the digits and labels
+(for example from `keras.datasets.mnist.load_data()`), get NumPy arrays back.
+Every builder is deterministic given its `seed`.
+"""
+
+from keras_capsules.datasets.affine import affine_mnist
+from keras_capsules.datasets.expanded import expanded_mnist
+from keras_capsules.datasets.multi_digit import multi_mnist
+
+__all__ = ["affine_mnist", "expanded_mnist", "multi_mnist"]
