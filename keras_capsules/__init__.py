@@ -1,19 +1,29 @@
 """Capsule-network building blocks for Keras 3, on TensorFlow, PyTorch and JAX."""
 
 from keras_capsules import datasets, layers, losses, models, ops, visualization
-from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
+from keras_capsules.layers import (
+    DepthwisePrimaryCapsule,
+    Length,
+    Mask,
+    PrimaryCapsule,
+    RoutingCapsule,
+    SelfAttentionRoutingCapsule,
+)
 from keras_capsules.losses import MarginLoss, ReconstructionLoss
-from keras_capsules.models import CapsNet
+from keras_capsules.models import CapsNet, EfficientCapsNet
 from keras_capsules.version import __version__
 
 __all__ = [
     "CapsNet",
+    "DepthwisePrimaryCapsule",
+    "EfficientCapsNet",
     "Length",
     "Mask",
     "MarginLoss",
     "PrimaryCapsule",
     "ReconstructionLoss",
     "RoutingCapsule",
+    "SelfAttentionRoutingCapsule",
     "__version__",
     "datasets",
     "layers",

@@ -132,11 +132,14 @@ class BaseCapsuleClassifier(keras.Model):
             f"`{type(self).__name__}` must implement `build_encoder(images_shape)`."
         )
 
-    def encode(self, images: Any, return_coupling: bool = False) -> Any:
+    def encode(
+        self, images: Any, return_coupling: bool = False, training: bool | None = None
+    ) -> Any:
         """Class capsules of `images`, `(batch, num_classes, capsule_dim)`.
 
         With `return_coupling=True`, also the coupling coefficients of the
-        routing into the class capsules, from the same pass.
+        routing into the class capsules, from the same pass. `training` is
+        passed on to layers that behave differently in training.
         """
         raise NotImplementedError(
             f"`{type(self).__name__}` must implement `encode(images)`."
@@ -215,7 +218,7 @@ class BaseCapsuleClassifier(keras.Model):
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         images, labels = self._split_inputs(inputs)
-        capsules = self.encode(images)
+        capsules = self.encode(images, training=training)
         lengths = self.length(capsules)
         if self.decoder is None:
             return lengths

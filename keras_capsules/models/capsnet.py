@@ -228,7 +228,9 @@ class CapsNet(BaseCapsuleClassifier):
         self.class_capsule.build(primary_shape)
         return self.class_capsule.compute_output_shape(primary_shape)
 
-    def encode(self, images: Any, return_coupling: bool = False) -> Any:
+    def encode(
+        self, images: Any, return_coupling: bool = False, training: bool | None = None
+    ) -> Any:
         """Class capsules of `images`, `(batch, num_classes, capsule_dim)`.
 
         With `return_coupling=True`, also returns the coupling coefficients

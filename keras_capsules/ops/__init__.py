@@ -10,20 +10,33 @@ and one module per routing algorithm (`routing/`).
 from keras_capsules.ops.capsules import (
     capsule_length,
     capsule_predictions,
+    efficient_squash,
     mask_capsules,
     squash,
 )
 from keras_capsules.ops.convolution import space_to_depth_conv
 from keras_capsules.ops.losses import margin_loss, reconstruction_loss
-from keras_capsules.ops.routing import dynamic_routing
+from keras_capsules.ops.matrix_capsules import coordinate_addition, spread_loss
+from keras_capsules.ops.routing import (
+    conv_em_routing,
+    dynamic_routing,
+    em_routing,
+    self_attention_routing,
+)
 
 __all__ = [
     "capsule_length",
     "capsule_predictions",
+    "conv_em_routing",
+    "coordinate_addition",
     "dynamic_routing",
+    "efficient_squash",
+    "em_routing",
     "margin_loss",
     "mask_capsules",
     "reconstruction_loss",
+    "self_attention_routing",
     "space_to_depth_conv",
+    "spread_loss",
     "squash",
 ]

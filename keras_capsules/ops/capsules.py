@@ -64,6 +64,49 @@ def squash(x: Any, axis: int = -1, epsilon: float | None = None) -> Any:
     return ops.cast(s * scale, original_dtype)
 
 
+def efficient_squash(x: Any, axis: int = -1, epsilon: float | None = None) -> Any:
+    """The squash of Efficient-CapsNet, eq. 5 of Mazzia et al. (2021).
+
+    $$v = \\left(1 - \\frac{1}{e^{\\lVert s \\rVert}}\\right)
+    \\frac{s}{\\lVert s \\rVert}$$
+
+    Unlike `squash`, it is sensitive to small lengths too: its slope at 0 is
+    1, not 0. Written as `-expm1(-|s|) * s / |s|` with the norm clamped from
+    below at `epsilon`, so the result is exact for every vector longer than
+    `epsilon`, 0 for the zero vector, with a finite gradient there. Float16
+    and bfloat16 inputs are squashed in float32 and cast back.
+
+    Args:
+        x: Tensor of capsule vectors.
+        axis: The axis that holds the capsule dimensions. Defaults to `-1`.
+        epsilon: Lengths below this are treated as this when dividing.
+            Defaults to `keras.config.epsilon()`.
+
+    Returns:
+        A tensor of the shape and dtype of `x`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_capsules.ops import efficient_squash
+    >>> v = efficient_squash(np.array([[3.0, 4.0]], dtype="float32"))
+    >>> [round(float(a), 4) for a in keras.ops.convert_to_numpy(v)[0]]
+    [0.596, 0.7946]
+
+    Reference:
+        - [Mazzia, Salvetti & Chiaberge, 2021. Efficient-CapsNet: capsule
+          network with self-attention routing](https://arxiv.org/abs/2101.12491)
+    """
+    epsilon = _epsilon(epsilon)
+    x = ops.convert_to_tensor(x)
+    original_dtype = dtype_name(x)
+    s = at_least_float32(x)
+    norm = ops.sqrt(
+        ops.maximum(ops.sum(ops.square(s), axis=axis, keepdims=True), epsilon**2)
+    )
+    return ops.cast(-ops.expm1(-norm) * s / norm, original_dtype)
+
+
 def capsule_length(x: Any, axis: int = -1, epsilon: float | None = None) -> Any:
     """Euclidean length of capsule vectors, with a finite gradient at zero.
 

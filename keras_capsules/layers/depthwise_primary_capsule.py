@@ -1,0 +1,207 @@
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_capsules._validation import (
+    check_choice,
+    check_positive_int,
+    normalize_pair,
+)
+from keras_capsules.ops import efficient_squash
+
+
+@keras.saving.register_keras_serializable(package="keras_capsules")
+class DepthwisePrimaryCapsule(keras.layers.Layer):
+    """Primary capsules of Efficient-CapsNet: a depthwise convolution, squashed.
+
+    Each input channel is convolved with its own `kernel_size` filters
+    (`depth_multiplier` of them); the output features, taken in row,
+    column, channel order, are cut into capsules of `capsule_dim`
+    dimensions, each squashed with the efficient squash (eq. 5 of Mazzia et
+    al., 2021). In the paper's MNIST network a 9x9 depthwise convolution of
+    the last 9x9x128 feature map gives 128 features at one position: 16
+    capsules of 8 dimensions.
+
+    Args:
+        capsule_dim: Dimensions of each capsule, a positive integer. It
+            must divide the number of output features.
+        kernel_size: Size of the convolution window, an integer or a tuple
+            of 2 integers.
+        strides: Strides of the convolution. Defaults to `1`.
+        padding: `"valid"` or `"same"`. Defaults to `"valid"`.
+        depth_multiplier: Filters per input channel. Defaults to `1`.
+        data_format: `"channels_last"` or `"channels_first"`. Defaults to
+            `keras.config.image_data_format()`.
+        use_bias: Whether the convolution adds a bias. Defaults to `True`.
+        kernel_initializer: Initializer for the depthwise kernel. Defaults
+            to `"glorot_uniform"`.
+        bias_initializer: Initializer for the bias. Defaults to `"zeros"`.
+        kernel_regularizer: Optional regularizer for the kernel.
+        bias_regularizer: Optional regularizer for the bias.
+        kernel_constraint: Optional constraint for the kernel.
+        bias_constraint: Optional constraint for the bias.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        4D tensor `(batch, height, width, channels)` (channels last) or
+        `(batch, channels, height, width)` (channels first).
+
+    Output shape:
+        3D tensor `(batch, H' * W' * channels * depth_multiplier /
+        capsule_dim, capsule_dim)`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = keras_capsules.layers.DepthwisePrimaryCapsule(8, kernel_size=9)
+    >>> capsules = layer(np.zeros((2, 9, 9, 128), dtype="float32"))
+    >>> tuple(capsules.shape)
+    (2, 16, 8)
+
+    Reference:
+        - [Mazzia, Salvetti & Chiaberge, 2021. Efficient-CapsNet: capsule
+          network with self-attention routing](https://arxiv.org/abs/2101.12491)
+    """
+
+    def __init__(
+        self,
+        capsule_dim: int,
+        kernel_size: int | tuple[int, int],
+        strides: int | tuple[int, int] = 1,
+        padding: str = "valid",
+        depth_multiplier: int = 1,
+        data_format: str | None = None,
+        use_bias: bool = True,
+        kernel_initializer: Any = "glorot_uniform",
+        bias_initializer: Any = "zeros",
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        kernel_constraint: Any = None,
+        bias_constraint: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.capsule_dim = check_positive_int("capsule_dim", capsule_dim)
+        self.kernel_size = normalize_pair("kernel_size", kernel_size)
+        self.strides = normalize_pair("strides", strides)
+        self.padding = check_choice(
+            "padding",
+            padding.lower() if isinstance(padding, str) else padding,
+            ("valid", "same"),
+        )
+        self.depth_multiplier = check_positive_int("depth_multiplier", depth_multiplier)
+        self.data_format = check_choice(
+            "data_format",
+            keras.config.image_data_format() if data_format is None else data_format,
+            ("channels_last", "channels_first"),
+        )
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    def _channel_axis(self) -> int:
+        return -1 if self.data_format == "channels_last" else 1
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        if len(input_shape) != 4 or input_shape[self._channel_axis()] is None:
+            raise ValueError(
+                "`DepthwisePrimaryCapsule` expects a 4D input with a known "
+                f"channel dimension. Received: input_shape={tuple(input_shape)}"
+            )
+        channels = int(input_shape[self._channel_axis()])
+        self.input_spec = keras.layers.InputSpec(
+            ndim=4, axes={self._channel_axis(): channels}
+        )
+        # Checks the spatial size and the capsule split before any weight.
+        self.compute_output_shape(input_shape)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(*self.kernel_size, channels, self.depth_multiplier),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(channels * self.depth_multiplier,),
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+
+    def call(self, inputs: Any) -> Any:
+        features = ops.depthwise_conv(
+            inputs,
+            self.kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format=self.data_format,
+        )
+        if self.data_format == "channels_first":
+            features = ops.transpose(features, (0, 2, 3, 1))
+        if self.bias is not None:
+            features = features + self.bias
+        num_capsules = self.compute_output_shape(inputs.shape)[1]
+        capsules = ops.reshape(features, (-1, num_capsules, self.capsule_dim))
+        return efficient_squash(capsules)
+
+    def compute_output_shape(
+        self, input_shape: tuple[int | None, ...]
+    ) -> tuple[int | None, ...]:
+        if self.data_format == "channels_last":
+            spatial, channels = input_shape[1:3], input_shape[3]
+        else:
+            spatial, channels = input_shape[2:4], input_shape[1]
+        sizes = []
+        for size, kernel, stride in zip(spatial, self.kernel_size, self.strides):
+            if size is None:
+                raise ValueError(
+                    "`DepthwisePrimaryCapsule` needs the spatial size of its "
+                    f"input. Received: input_shape={tuple(input_shape)}"
+                )
+            if self.padding == "same":
+                sizes.append(-(-size // stride))
+            elif size < kernel:
+                raise ValueError(
+                    f"`DepthwisePrimaryCapsule` with kernel_size={self.kernel_size} "
+                    'and padding="valid" needs inputs at least that large. '
+                    f"Received: input_shape={tuple(input_shape)}"
+                )
+            else:
+                sizes.append((size - kernel) // stride + 1)
+        features = sizes[0] * sizes[1] * channels * self.depth_multiplier
+        if features % self.capsule_dim:
+            raise ValueError(
+                f"`DepthwisePrimaryCapsule` makes {features} features from "
+                f"input_shape={tuple(input_shape)}, which capsule_dim="
+                f"{self.capsule_dim} does not divide."
+            )
+        return (input_shape[0], features // self.capsule_dim, self.capsule_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        config = {
+            "capsule_dim": self.capsule_dim,
+            "kernel_size": self.kernel_size,
+            "strides": self.strides,
+            "padding": self.padding,
+            "depth_multiplier": self.depth_multiplier,
+            "data_format": self.data_format,
+            "use_bias": self.use_bias,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
+            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
+        }
+        return {**super().get_config(), **config}

@@ -1,0 +1,363 @@
+"""EM routing: Procedure 1 of Hinton, Sabour & Frosst (2018), in log space.
+
+Every child capsule `i` (activation `a_i`) casts a vote `V_ij` (a
+flattened pose matrix of `P` entries) for every parent `j` it feeds. With
+assignment probabilities `R_ij` and input activations as weights, the
+M-step fits one axis-aligned Gaussian per parent and its activation:
+
+    mu_j^h    = sum_i R_ij a_i V_ij^h / sum_i R_ij a_i
+    sigma_j^h = sum_i R_ij a_i (V_ij^h - mu_j^h)^2 / sum_i R_ij a_i  (squared)
+    cost_j    = sum_h (beta_u + log sigma_j^h) * data_j
+    a_j       = sigmoid(lambda * (beta_a - cost_j))
+
+and the E-step gives each child to the parents that explain its vote,
+`R_ij = a_j p_j(V_ij) / sum_k a_k p_k(V_ik)`, summed over every parent `k`
+the child feeds. The output capsules are the means `mu_j` (their poses) and
+the activations `a_j` of the last M-step.
+
+Choices the paper leaves open, and how the authors' code (the IBM
+implementation of Gritzman, 2019, and the authors' answers on OpenReview)
+settles them; this module follows the code where the paper is silent:
+
+- Inverse temperature. The paper only says that `lambda` grows over the
+  iterations. The authors gave the schedule `lambda_t = lambda_final *
+  (1 - 0.95^t)` for iterations `t = 1..r` (IBM's `final_lambda`), used
+  here with `final_inverse_temperature` as `lambda_final`. It reaches
+  `0.14 lambda_final` after 3 iterations, so `lambda_final` is a scale,
+  not the last value. Iteration count and `lambda_final` are arguments.
+- Pitfall 1 of Gritzman (2019), numerical instability of parents with
+  only one child: such a parent (or one whose votes agree exactly) has a
+  zero variance, `log sigma = -inf` and a NaN gradient. Every variance here
+  is floored by adding `epsilon`; the cost uses `log sigma^2 / 2` and never
+  a square root; the amounts of data in the denominators get `epsilon` too,
+  so all-zero input activations give finite outputs.
+- Pitfall 2, normalising the amount of data assigned to parents: the
+  class capsules receive many more votes per parent than a 3x3 convolutional
+  capsule, so one `beta_u`, `beta_a` and `lambda` scale would not fit both.
+  Like the IBM code, `data_j = (J / N) sum_i R_ij a_i` for `N` children
+  and `J` parent types per routing group: the paper's raw sum rescaled to
+  the mean amount a parent receives. The IBM code multiplies by a further
+  100 and uses `final_lambda = 0.01`; `final_inverse_temperature=1.0` is
+  the same up to a rescaling of `beta_a` by 100.
+- Pitfall 3, parents at different positions compete for a child: in a
+  convolutional capsule layer (`conv_em_routing`), a child lies in the
+  receptive fields of several output positions. The E-step normalises its
+  assignments over every parent it feeds, all positions and all types
+  together, so they sum to 1 per child as in the paper, and not per
+  receptive field (which would count a child once per position). The
+  initial `R` is uniform over the same set: `1 / (positions * J)`, which
+  the IBM code also uses (the paper's `1 / |Omega_{L+1}|` for a fully
+  connected layer). Children outside every receptive field (left over by a
+  stride) have no parents and take no part.
+- The activations weight the assignments in the M-step (`R_ij a_i`), as
+  in the paper; the E-step uses `log a_j` (a `log_sigmoid`, finite for any
+  logit) plus the Gaussian log density, so the softmax over parents is a
+  log-sum-exp: small variances or far votes underflow no probability to 0.
+- `beta_u` and `beta_a` are learned, one each per output capsule type as in
+  the IBM code (the paper does not say); gradients flow through every
+  iteration, as the authors wrote on OpenReview. The last iteration skips
+  the E-step, whose result would not be used.
+
+Statistics (means, variances, costs, assignments) are computed in float32
+for float16, bfloat16 and float32 votes, in float64 for float64; the
+outputs are cast back to the votes' dtype.
+
+Reference:
+    - [Hinton, Sabour & Frosst, 2018. Matrix capsules with EM routing](
+      https://openreview.net/forum?id=HJWLfGWRb)
+    - [Gritzman, 2019. Avoiding Implementation Pitfalls of "Matrix Capsules
+      with EM Routing" by Hinton et al.](https://arxiv.org/abs/1907.00652)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from keras import ops
+
+from keras_capsules._validation import (
+    check_positive_int,
+    check_positive_number,
+    normalize_pair,
+    shapes_compatible,
+)
+from keras_capsules.ops import _patches
+from keras_capsules.ops._dtypes import dtype_name, statistics_dtype
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def em_routing(
+    votes: Any,
+    activations: Any,
+    beta_u: Any,
+    beta_a: Any,
+    routing_iterations: int = 3,
+    final_inverse_temperature: float = 1.0,
+    epsilon: float = 1e-6,
+    return_assignments: bool = False,
+) -> Any:
+    """EM routing from every input capsule to every output capsule.
+
+    See the module docstring for the equations and the choices made.
+    Leading axes between the batch and the input capsules are independent
+    routing problems (routed in one pass).
+
+    Args:
+        votes: Votes `V`, shape `(batch, ..., input_capsules,
+            output_capsules, pose_size)`: input capsule `i`'s flattened
+            prediction of output capsule `j`'s pose matrix.
+        activations: Input activations `a`, shape `(batch, ...,
+            input_capsules)`, in `[0, 1]`.
+        beta_u: Per-entry cost offset, shape `(output_capsules,)` or a
+            scalar.
+        beta_a: Activation offset, shape `(output_capsules,)` or a scalar.
+        routing_iterations: EM iterations `r`, a positive integer; `1` is a
+            single M-step with uniform assignments. Defaults to `3`.
+        final_inverse_temperature: `lambda_final` of the schedule
+            `lambda_t = lambda_final (1 - 0.95^t)`. Defaults to `1.0`.
+        epsilon: Floor added to every variance and amount of data, a
+            positive number. Defaults to `1e-6`.
+        return_assignments: If `True`, also return the assignment
+            probabilities `R` used by the last M-step. Defaults to `False`.
+
+    Returns:
+        The pair `(poses, activations)`: output poses `(batch, ...,
+        output_capsules, pose_size)` (the means `mu`) and output activations
+        `(batch, ..., output_capsules)`, in the votes' dtype; with
+        `return_assignments`, also `R` of shape `(batch, ...,
+        input_capsules, output_capsules)`, summing to 1 over the outputs.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_capsules.ops import em_routing
+    >>> votes = np.random.rand(2, 12, 3, 16).astype("float32")
+    >>> activations = np.random.rand(2, 12).astype("float32")
+    >>> poses, a = em_routing(votes, activations, np.zeros(3), np.zeros(3))
+    >>> tuple(poses.shape), tuple(a.shape)
+    ((2, 3, 16), (2, 3))
+    """
+    votes = ops.convert_to_tensor(votes)
+    activations = ops.convert_to_tensor(activations)
+    shape = tuple(votes.shape)
+    if (
+        len(shape) < 4
+        or any(d is None for d in shape[-3:])
+        or not shapes_compatible(activations.shape, shape[:-2])
+    ):
+        raise ValueError(
+            "`em_routing` expects votes of shape (batch, ..., input_capsules, "
+            "output_capsules, pose_size), with the last three known, and "
+            "activations of shape (batch, ..., input_capsules). Received: "
+            f"votes.shape={shape}, activations.shape={tuple(activations.shape)}"
+        )
+
+    def log_normalizer(logits: Any) -> Any:
+        return ops.logsumexp(logits, axis=-1, keepdims=True)
+
+    return _em(
+        votes,
+        activations,
+        beta_u,
+        beta_a,
+        routing_iterations,
+        final_inverse_temperature,
+        epsilon,
+        return_assignments,
+        log_normalizer,
+    )
+
+
+def conv_em_routing(
+    votes: Any,
+    activations: Any,
+    beta_u: Any,
+    beta_a: Any,
+    strides: int | tuple[int, int] = 1,
+    routing_iterations: int = 3,
+    final_inverse_temperature: float = 1.0,
+    epsilon: float = 1e-6,
+    return_assignments: bool = False,
+) -> Any:
+    """EM routing of a convolutional capsule layer ("valid" padding).
+
+    The parents at output position `(y, x)` receive the votes of the
+    children in their `KH x KW` receptive field, which starts at input
+    position `(y * stride_h, x * stride_w)`. The M-step is per output
+    position; the E-step normalises each child's assignments over every
+    parent it feeds, at every output position whose receptive field holds
+    it (pitfall 3 of Gritzman, 2019; see the module docstring).
+
+    Args:
+        votes: Votes, shape `(batch, out_h, out_w, kernel_h, kernel_w,
+            input_capsules, output_capsules, pose_size)`: entry `[b, y, x,
+            u, v, i, j]` is the vote of the child of type `i` at input
+            position `(y * stride_h + u, x * stride_w + v)` for the parent
+            of type `j` at `(y, x)`.
+        activations: The children's activations, shape `(batch, out_h,
+            out_w, kernel_h, kernel_w, input_capsules)`, laid out likewise.
+        beta_u: Per-entry cost offset, shape `(output_capsules,)` or a
+            scalar.
+        beta_a: Activation offset, shape `(output_capsules,)` or a scalar.
+        strides: Strides of the receptive fields, an integer or a pair.
+            Defaults to `1`.
+        routing_iterations: EM iterations, a positive integer. Defaults to
+            `3`.
+        final_inverse_temperature: `lambda_final` of the schedule. Defaults
+            to `1.0`.
+        epsilon: Floor added to every variance and amount of data. Defaults
+            to `1e-6`.
+        return_assignments: If `True`, also return the assignments `R` used
+            by the last M-step. Defaults to `False`.
+
+    Returns:
+        Poses `(batch, out_h, out_w, output_capsules, pose_size)` and
+        activations `(batch, out_h, out_w, output_capsules)`; with
+        `return_assignments`, also `R` shaped like `votes` without the pose
+        axis, summing to 1 over all the parents of each child.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_capsules.ops import conv_em_routing
+    >>> votes = np.random.rand(2, 2, 2, 3, 3, 4, 5, 16).astype("float32")
+    >>> activations = np.random.rand(2, 2, 2, 3, 3, 4).astype("float32")
+    >>> poses, a = conv_em_routing(
+    ...     votes, activations, np.zeros(5), np.zeros(5), strides=2)
+    >>> tuple(poses.shape), tuple(a.shape)
+    ((2, 2, 2, 5, 16), (2, 2, 2, 5))
+    """
+    strides = normalize_pair("strides", strides)
+    votes = ops.convert_to_tensor(votes)
+    activations = ops.convert_to_tensor(activations)
+    shape = tuple(votes.shape)
+    if (
+        len(shape) != 8
+        or any(d is None for d in shape[1:])
+        or not shapes_compatible(activations.shape, shape[:-2])
+    ):
+        raise ValueError(
+            "`conv_em_routing` expects votes of shape (batch, out_h, out_w, "
+            "kernel_h, kernel_w, input_capsules, output_capsules, pose_size) "
+            "with every size but the batch known, and activations of shape "
+            "(batch, out_h, out_w, kernel_h, kernel_w, input_capsules). "
+            f"Received: votes.shape={shape}, "
+            f"activations.shape={tuple(activations.shape)}"
+        )
+    out_h, out_w, kernel_h, kernel_w, inputs, outputs, pose_size = shape[1:]
+    children = kernel_h * kernel_w * inputs
+    field_shape = (-1, out_h, out_w, kernel_h, kernel_w, inputs)
+
+    def log_normalizer(logits: Any) -> Any:
+        # log sum_k exp(logits[k]) over every parent k of each child, at
+        # every position: shift by the child's largest logit, place the
+        # receptive fields back on the input grid, gather them again.
+        logits = ops.reshape(logits, (*field_shape, outputs))
+        local_max = ops.stop_gradient(ops.max(logits, axis=-1))
+        child_max = _patches.fold(local_max, strides, "max")
+        shift = _patches.extract(child_max, (kernel_h, kernel_w), strides)
+        local_sum = ops.sum(ops.exp(logits - ops.expand_dims(shift, -1)), axis=-1)
+        child_sum = _patches.fold(local_sum, strides, "sum")
+        # >= 1 where a child has parents; uncovered positions are never read.
+        child_log = ops.log(ops.where(child_sum > 0, child_sum, 1.0))
+        log_sum = shift + _patches.extract(child_log, (kernel_h, kernel_w), strides)
+        return ops.reshape(log_sum, (-1, out_h, out_w, children, 1))
+
+    results = _em(
+        ops.reshape(votes, (-1, out_h, out_w, children, outputs, pose_size)),
+        ops.reshape(activations, (-1, out_h, out_w, children)),
+        beta_u,
+        beta_a,
+        routing_iterations,
+        final_inverse_temperature,
+        epsilon,
+        return_assignments,
+        log_normalizer,
+    )
+    if not return_assignments:
+        return results
+    poses, output_activations, assignments = results
+    return (
+        poses,
+        output_activations,
+        ops.reshape(assignments, (*field_shape, outputs)),
+    )
+
+
+def _em(
+    votes: Any,
+    activations: Any,
+    beta_u: Any,
+    beta_a: Any,
+    routing_iterations: int,
+    final_inverse_temperature: float,
+    epsilon: float,
+    return_assignments: bool,
+    log_normalizer: Callable[[Any], Any],
+) -> Any:
+    """Procedure 1 on votes `(batch, ..., N, J, P)`.
+
+    `log_normalizer(logits)` maps logits `(batch, ..., N, J)` to the
+    log-sum-exp over every parent of each child, broadcastable to them.
+    """
+    iterations = check_positive_int("routing_iterations", routing_iterations)
+    final = check_positive_number(
+        "final_inverse_temperature", final_inverse_temperature
+    )
+    epsilon = check_positive_number("epsilon", epsilon)
+    dtype = dtype_name(votes)
+    stats = statistics_dtype(dtype)
+    votes = ops.cast(votes, stats)
+    num_children, num_parents, pose_size = votes.shape[-3:]
+    weights = ops.expand_dims(ops.cast(activations, stats), -1)  # (..., N, 1)
+    beta_u = _per_parent("beta_u", beta_u, num_parents, stats)
+    beta_a = _per_parent("beta_a", beta_a, num_parents, stats)
+    data_scale = num_parents / num_children
+
+    # Uniform over the parents of each child: the E-step of equal logits.
+    zeros = ops.zeros_like(votes[..., 0])
+    assignments = ops.exp(zeros - log_normalizer(zeros))
+    for t in range(1, iterations + 1):
+        inverse_temperature = final * (1.0 - 0.95**t)
+        # M-step.
+        weighted = assignments * weights  # (..., N, J)
+        data = ops.sum(weighted, axis=-2, keepdims=True)  # (..., 1, J)
+        share = ops.expand_dims(weighted / (data + epsilon), -1)
+        mean = ops.sum(share * votes, axis=-3, keepdims=True)  # (..., 1, J, P)
+        deviation = votes - mean
+        variance = (
+            ops.sum(share * ops.square(deviation), axis=-3, keepdims=True) + epsilon
+        )
+        log_variance = ops.log(variance)
+        cost = (pose_size * beta_u + 0.5 * ops.sum(log_variance, axis=-1)) * (
+            data * data_scale
+        )
+        logits = inverse_temperature * (beta_a - cost)  # (..., 1, J)
+        if t == iterations:
+            break
+        # E-step, in log space.
+        log_density = -0.5 * (
+            ops.sum(ops.square(deviation) / variance + log_variance, axis=-1)
+            + pose_size * _LOG_2PI
+        )
+        log_joint = ops.log_sigmoid(logits) + log_density  # (..., N, J)
+        assignments = ops.exp(log_joint - log_normalizer(log_joint))
+
+    poses = ops.cast(ops.squeeze(mean, axis=-3), dtype)
+    output_activations = ops.cast(ops.sigmoid(ops.squeeze(logits, axis=-2)), dtype)
+    if not return_assignments:
+        return poses, output_activations
+    return poses, output_activations, ops.cast(assignments, dtype)
+
+
+def _per_parent(name: str, beta: Any, num_parents: int, dtype: str) -> Any:
+    beta = ops.cast(ops.convert_to_tensor(beta), dtype)
+    if tuple(beta.shape) not in ((), (1,), (num_parents,)):
+        raise ValueError(
+            f"`{name}` must be a scalar or have one entry per output capsule, "
+            f"shape ({num_parents},). Received: {name}.shape={tuple(beta.shape)}"
+        )
+    return beta
