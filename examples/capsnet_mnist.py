@@ -1,14 +1,20 @@
-"""Trains the CapsNet of Sabour, Frosst & Hinton (2017) on MNIST.
+"""Trains the CapsNet of Sabour, Frosst & Hinton (2017), or Efficient-CapsNet, on MNIST.
 
     python examples/capsnet_mnist.py --backend torch --data mnist.npz \
         --epochs 2 --train-samples 2000 --output-dir runs/torch
+    python examples/capsnet_mnist.py --model efficient-capsnet --data mnist.npz
 
-The model, the margin loss and the 0.0005-weighted reconstruction loss are
-the paper's; so is the augmentation, random shifts of up to 2 pixels with
-zero padding. Training uses Adam with a learning rate decayed every epoch.
+`--model capsnet` (the default) follows Sabour et al. and CapsNet-Keras:
+margin loss plus the 0.0005-weighted sum of squared pixel errors, random
+shifts of up to 2 pixels, Adam at 1e-3 decayed by 0.9 per epoch, batch 100.
+`--model efficient-capsnet` follows the authors' code of Mazzia et al.
+(2021): the same losses, Adam at 5e-4 decayed by 0.97 per epoch, batch 16,
+and their augmentation made of Keras preprocessing layers (rotation within
+30 degrees, a horizontal squish, a shift and a small erased patch; see
+`efficient_capsnet_augmentation`). Options left out take the model's recipe.
 The test set is evaluated after every epoch. At the end the script prints
 one line `test accuracy: 0.XXXX` and writes into `--output-dir`: the trained
-model `capsnet.keras`, the figures `reconstructions.png`, `perturbations.png`
+model (`capsnet.keras` or `efficient_capsnet.keras`), the figures `reconstructions.png`, `perturbations.png`
 (fig. 4 of the paper) and `history.png`, `metrics.json` with the accuracy
 and timings, and `training_log.csv`, one row per epoch.
 
@@ -26,36 +32,53 @@ read from the data.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import platform
 import shutil
 import sys
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mnist_training import (  # noqa: E402
+    DataError,
+    check_sample_counts,
+    describe_machine,
+    load_data,
+    prepare,
+    read_training_log,
+    set_up_data_parallel,
+    training_callbacks,
+    validation_set,
+)
+
 BACKENDS = ("tensorflow", "torch", "jax")
 
 
+# Each model's training recipe: the defaults of the options below.
+RECIPES = {
+    "capsnet": {"epochs": 10, "batch_size": 100, "lr": 1e-3, "lr_decay": 0.9},
+    "efficient-capsnet": {"epochs": 10, "batch_size": 16, "lr": 5e-4, "lr_decay": 0.97},
+}
+
 # (option, type, default, help); `--backend` and `--data-parallel` are added apart.
+# `None` where the model's recipe decides.
 OPTIONS = [
     ("--data", Path, None, "MNIST-like .npz (default: keras.datasets.mnist)"),
-    ("--epochs", int, 10, "training epochs"),
-    ("--batch-size", int, 100, "images per training step"),
-    ("--lr", float, 1e-3, "Adam learning rate"),
-    ("--lr-decay", float, 0.9, "learning rate factor per epoch"),
-    ("--routing-iterations", int, 3, "routing iterations"),
+    ("--epochs", int, None, "training epochs (recipe: 10)"),
+    ("--batch-size", int, None, "images per training step (recipe: 100 / 16)"),
+    ("--lr", float, None, "Adam learning rate (recipe: 1e-3 / 5e-4)"),
+    ("--lr-decay", float, None, "learning rate factor per epoch (0.9 / 0.97)"),
+    ("--routing-iterations", int, 3, "routing iterations (CapsNet)"),
     ("--recon-weight", float, 0.0005, "weight of the sum of squared pixel errors"),
-    ("--shift", int, 2, "largest random translation in pixels (0: none)"),
+    ("--shift", int, 2, "largest random translation in pixels (CapsNet; 0: none)"),
     ("--train-samples", int, None, "train on the first N training images"),
     ("--test-samples", int, None, "test on the first N test images"),
-    ("--output-dir", Path, Path("runs/capsnet_mnist"), "where outputs go"),
-    ("--seed", int, 0, "seed of the weights, shuffling and shifts"),
+    ("--output-dir", Path, None, "where outputs go (default: runs/MODEL_mnist)"),
+    ("--seed", int, 0, "seed of the weights, shuffling and augmentation"),
 ]
 
 
@@ -65,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--backend",
         choices=BACKENDS,
         help="Keras backend (default: KERAS_BACKEND, else Keras's default)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=tuple(RECIPES),
+        default="capsnet",
+        help="the network and its training recipe (default: capsnet)",
     )
     for option, type_, default, help_ in OPTIONS:
         parser.add_argument(option, type=type_, default=default, help=help_)
@@ -87,6 +116,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="split each batch over all devices (JAX backend only)",
     )
     args = parser.parse_args(argv)
+    for name, value in RECIPES[args.model].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.output_dir is None:
+        args.output_dir = Path("runs") / f"{args.model.replace('-', '_')}_mnist"
     for name in ("epochs", "batch_size", "routing_iterations"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -96,73 +130,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.shift < 0:
         parser.error("--shift must be 0 or more")
     return args
-
-
-class DataError(ValueError):
-    """A `--data` file that cannot be used; the message is one line."""
-
-
-DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-def load_data(path: Path | None) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
-    if path is None:
-        import keras
-
-        return keras.datasets.mnist.load_data()
-    if not path.is_file():
-        raise DataError(f"--data {path}: no such file")
-    try:
-        data = np.load(path)
-        if isinstance(data, np.ndarray):
-            raise DataError(
-                f"--data {path}: holds one array (.npy), not an .npz with "
-                f"{', '.join(DATA_KEYS)} as in keras.datasets.mnist"
-            )
-        with data:
-            missing = [key for key in DATA_KEYS if key not in data.files]
-            if missing:
-                raise DataError(
-                    f"--data {path}: missing key(s) {', '.join(missing)}; "
-                    f"expected {', '.join(DATA_KEYS)} as in keras.datasets.mnist"
-                )
-            arrays = {key: np.asarray(data[key]) for key in DATA_KEYS}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"--data {path}: not a readable .npz file ({error})") from None
-    for split in ("train", "test"):
-        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if images.ndim not in (3, 4) or labels.size != len(images) or not len(images):
-            raise DataError(
-                f"--data {path}: expected x_{split} of shape (N, height, width) or "
-                f"(N, height, width, channels) and N labels in y_{split}. Received: "
-                f"x_{split}.shape={images.shape}, y_{split}.shape={labels.shape}"
-            )
-    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
-        raise DataError(
-            f"--data {path}: training and test images differ in shape. Received: "
-            f"x_train.shape={arrays['x_train'].shape}, "
-            f"x_test.shape={arrays['x_test'].shape}"
-        )
-    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
-
-
-def check_sample_counts(args: argparse.Namespace, train: int, test: int) -> None:
-    for name, available in (("train_samples", train), ("test_samples", test)):
-        wanted = getattr(args, name)
-        if wanted is not None and wanted > available:
-            flag = "--" + name.replace("_", "-")
-            raise DataError(f"{flag} {wanted} is more than the {available} in the data")
-
-
-def prepare(images: Any, labels: Any, num_classes: int) -> tuple[Any, Any]:
-    """Scales images to [0, 1] with a channel axis; one-hot encodes labels."""
-    images = np.asarray(images, dtype="float32") / 255.0
-    if images.ndim == 3:
-        images = images[..., None]
-    labels = np.asarray(labels).reshape(-1).astype("int64")
-    return images, np.eye(num_classes, dtype="float32")[labels]
 
 
 def random_shift(images: Any, max_shift: int, rng: Any) -> Any:
@@ -195,155 +162,102 @@ def training_batch(
     return random_shift(images[batch], args.shift, rng), labels[batch]
 
 
-def shifted_batches(
+def efficient_capsnet_augmentation(seed: int) -> Any:
+    """The augmentation of Efficient-CapsNet's authors, from Keras layers.
+
+    Their `pre_process_mnist.py` rotates half the images by up to 30
+    degrees, squishes them horizontally, shifts each digit within its
+    margins and erases a random 4x4 patch. Here every image is rotated
+    (uniformly within 30 degrees), squished (narrowed by up to 30 %),
+    shifted (by up to 10 % of the size, about 3 pixels on MNIST) and has a
+    patch of 16 pixels set to 0, all with zero fill.
+    """
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.layers.RandomRotation(30 / 360, fill_mode="constant", seed=seed),
+            keras.layers.RandomZoom(
+                0.0, width_factor=(0.0, 0.3), fill_mode="constant", seed=seed + 1
+            ),
+            keras.layers.RandomTranslation(
+                0.1, 0.1, fill_mode="constant", seed=seed + 2
+            ),
+            keras.layers.RandomErasing(
+                scale=(16 / 784, 16 / 784),
+                fill_value=0.0,
+                value_range=(0.0, 1.0),
+                seed=seed + 3,
+            ),
+        ]
+    )
+
+
+def augmented_epoch(images: Any, args: argparse.Namespace, epoch: int) -> Any:
+    """Every training image of `epoch`, augmented as Efficient-CapsNet's are.
+
+    All at once, in large chunks: per batch of 16 the layers' overhead would
+    cost more than the training step. Seeded by (seed, epoch).
+    """
+    import keras
+
+    augment = efficient_capsnet_augmentation(args.seed * 10_000 + epoch * 10)
+    chunks = [
+        keras.ops.convert_to_numpy(augment(images[start : start + 2000], training=True))
+        for start in range(0, len(images), 2000)
+    ]
+    return np.clip(np.concatenate(chunks), 0.0, 1.0).astype("float32")
+
+
+def training_batches(
     images: Any, labels: Any, args: argparse.Namespace, devices: int = 1
 ) -> Any:
-    """A `PyDataset` of shuffled, shifted batches `((x, y), (y, x))`.
+    """A `PyDataset` of shuffled, augmented batches `((x, y), (y, x))`.
 
-    NumPy only, so it feeds every backend. The model takes the labels as an
-    input too, to mask the decoder's input in training; the shifted images
-    are both the input and the reconstruction target. Every batch splits
-    evenly over `devices`: the last one is cut to a multiple of it.
+    CapsNet's batches are shifted (`training_batch`); Efficient-CapsNet's
+    come from the epoch's augmented images (`augmented_epoch`). NumPy only,
+    so it feeds every backend. The model takes the labels as an input too,
+    to mask the decoder's input in training; the augmented images are both
+    the input and the reconstruction target. Every batch splits evenly over
+    `devices`: the last one is cut to a multiple of it.
     """
     import keras
 
     # Defined here: Keras may only be imported after KERAS_BACKEND is set.
-    class ShiftedBatches(keras.utils.PyDataset):
+    class TrainingBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
             # Set by the training loop: a resumed run continues mid-schedule.
             self.epoch = 0
+            self._augmented: tuple[int, Any] | None = None
 
         def __len__(self) -> int:
             full, rest = divmod(len(images), args.batch_size)
             return full + (rest >= devices)
 
         def __getitem__(self, index: int) -> Any:
-            x, y = training_batch(images, labels, args, self.epoch, index)
+            if args.model == "capsnet":
+                x, y = training_batch(images, labels, args, self.epoch, index)
+            else:
+                if self._augmented is None or self._augmented[0] != self.epoch:
+                    self._augmented = (
+                        self.epoch,
+                        augmented_epoch(images, args, self.epoch),
+                    )
+                order = np.random.default_rng((args.seed, self.epoch)).permutation(
+                    len(images)
+                )
+                batch = order[index * args.batch_size : (index + 1) * args.batch_size]
+                x, y = self._augmented[1][batch], labels[batch]
             keep = len(x) - len(x) % devices
             x, y = x[:keep], y[:keep]
             return (x, y), (y, x)
 
-    return ShiftedBatches()
+    return TrainingBatches()
 
 
-def set_up_data_parallel(batch_size: int) -> int:
-    """Shards batches over all devices; returns the device count, or 0 on error."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend != "jax":
-        print(
-            f"--data-parallel is only implemented for the JAX backend (with "
-            f"keras.distribution.DataParallel); this run uses {backend}. Run with "
-            "--backend jax, or on torch use torch.distributed "
-            "(DistributedDataParallel, launched with torchrun), or on tensorflow "
-            "use tf.distribute.MirroredStrategy in your own training script.",
-            file=sys.stderr,
-        )
-        return 0
-    devices = keras.distribution.list_devices()
-    if batch_size % len(devices):
-        print(
-            f"--batch-size {batch_size} must be a multiple of the "
-            f"{len(devices)} devices for --data-parallel.",
-            file=sys.stderr,
-        )
-        return 0
-    keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=devices)
-    )
-    return len(devices)
-
-
-def validation_set(x_test: Any, y_test: Any, batch_size: int, devices: int) -> Any:
-    """The test set, evaluated after every epoch, when its batches split evenly.
-
-    The labels go in too, so the decoder reconstructs from the true class
-    capsule, as in training.
-    """
-    if devices > 1 and len(x_test) % batch_size % devices:
-        return None
-    return ((x_test, y_test), (y_test, x_test))
-
-
-def training_callbacks(
-    keras: Any, args: argparse.Namespace, batches: Any, backup_dir: Path, log_path: Path
-) -> list[Any]:
-    """Learning-rate decay, epoch timing, NaN stop, checkpoint/resume, CSV log."""
-
-    class EpochClock(keras.callbacks.Callback):
-        """Tells the data its epoch and records each epoch's seconds in the logs."""
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            batches.epoch = epoch
-            self.started = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if logs is not None:
-                logs["epoch_seconds"] = time.perf_counter() - self.started
-
-    class BackupFiniteEpochs(keras.callbacks.BackupAndRestore):
-        """`BackupAndRestore` that never overwrites a good checkpoint with NaN."""
-
-        def on_train_begin(self, logs: Any = None) -> None:
-            super().on_train_begin(logs)
-            resumed_at = getattr(self.model, "_initial_epoch", None)
-            if resumed_at:
-                print(
-                    f"resuming from the checkpoint in {backup_dir}: epochs 1-"
-                    f"{resumed_at} are done, continuing with epoch {resumed_at + 1}"
-                    " (--fresh starts over)",
-                    flush=True,
-                )
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if logs and not np.isfinite(logs.get("loss", 0.0)):
-                return
-            super().on_epoch_end(epoch, logs)
-
-    class FiniteEpochsLog(keras.callbacks.CSVLogger):
-        """`CSVLogger` that, like the checkpoint, leaves out a NaN epoch.
-
-        That epoch runs again when the run resumes; its row would be a
-        second one for the same epoch.
-        """
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            if logs and not np.isfinite(logs.get("loss", 0.0)):
-                return
-            super().on_epoch_end(epoch, logs)
-
-    return [
-        EpochClock(),
-        keras.callbacks.LearningRateScheduler(
-            lambda epoch: args.lr * args.lr_decay**epoch
-        ),
-        keras.callbacks.TerminateOnNaN(),
-        BackupFiniteEpochs(str(backup_dir), delete_checkpoint=False),
-        FiniteEpochsLog(str(log_path), append=True),
-    ]
-
-
-def read_training_log(path: Path) -> dict[str, list[float]]:
-    """The CSV log of every finished epoch, this run's and those it resumed."""
-    if not path.exists():
-        return {}
-    with path.open() as log:
-        rows = list(csv.DictReader(log))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
-
-
-def describe_machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()} CPU cores ({model}), {platform.system()}"
+# The name the tests and earlier scripts know.
+shifted_batches = training_batches
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     from keras_capsules.losses import MarginLoss, ReconstructionLoss
-    from keras_capsules.models import CapsNet
+    from keras_capsules.models import CapsNet, EfficientCapsNet
     from keras_capsules.visualization import (
         plot_history,
         plot_perturbations,
@@ -402,18 +316,21 @@ def main(argv: list[str] | None = None) -> int:
         log_path.unlink(missing_ok=True)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    model = CapsNet(
-        image_shape=x_train.shape[1:],
-        num_classes=num_classes,
-        routing_iterations=args.routing_iterations,
-        primary_conv_implementation=args.primary_conv,
-    )
+    if args.model == "capsnet":
+        model = CapsNet(
+            image_shape=x_train.shape[1:],
+            num_classes=num_classes,
+            routing_iterations=args.routing_iterations,
+            primary_conv_implementation=args.primary_conv,
+        )
+    else:
+        model = EfficientCapsNet(image_shape=x_train.shape[1:], num_classes=num_classes)
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),
         loss=[MarginLoss(), ReconstructionLoss(weight=args.recon_weight)],
         metrics=[[keras.metrics.CategoricalAccuracy(name="accuracy")], []],
     )
-    batches = shifted_batches(x_train, y_train, args, devices)
+    batches = training_batches(x_train, y_train, args, devices)
     history = model.fit(
         batches,
         epochs=args.epochs,
@@ -443,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     test_seconds = time.perf_counter() - test_started
     accuracy = float(np.mean(np.argmax(lengths, -1) == np.argmax(y_test, -1)))
 
-    model.save(output_dir / "capsnet.keras")
+    model.save(output_dir / f"{args.model.replace('-', '_')}.keras")
     plot_reconstructions(
         x_test[:10], reconstructions[:10], output_dir / "reconstructions.png"
     )
@@ -461,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds_per_epoch = float(np.median(steady))
     trained = len(x_train) - len(x_train) % args.batch_size % devices
     metrics = {
+        "model": args.model,
         "test_accuracy": accuracy,
         "test_samples": len(x_test),
         "train_samples": len(x_train),

@@ -1,0 +1,207 @@
+"""What the MNIST examples share: data checks, callbacks, logs, the machine.
+
+Long runs survive interruption: `training_callbacks` saves the weights and
+the optimizer after every epoch, resumes after the last finished one, stops
+on a NaN loss without overwriting the last good checkpoint, and logs every
+epoch to a CSV file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A `--data` file that cannot be used; the message is one line."""
+
+
+DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_data(path: Path | None) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    if path is None:
+        import keras
+
+        return keras.datasets.mnist.load_data()
+    if not path.is_file():
+        raise DataError(f"--data {path}: no such file")
+    try:
+        data = np.load(path)
+        if isinstance(data, np.ndarray):
+            raise DataError(
+                f"--data {path}: holds one array (.npy), not an .npz with "
+                f"{', '.join(DATA_KEYS)} as in keras.datasets.mnist"
+            )
+        with data:
+            missing = [key for key in DATA_KEYS if key not in data.files]
+            if missing:
+                raise DataError(
+                    f"--data {path}: missing key(s) {', '.join(missing)}; "
+                    f"expected {', '.join(DATA_KEYS)} as in keras.datasets.mnist"
+                )
+            arrays = {key: np.asarray(data[key]) for key in DATA_KEYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"--data {path}: not a readable .npz file ({error})") from None
+    for split in ("train", "test"):
+        images, labels = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if images.ndim not in (3, 4) or labels.size != len(images) or not len(images):
+            raise DataError(
+                f"--data {path}: expected x_{split} of shape (N, height, width) or "
+                f"(N, height, width, channels) and N labels in y_{split}. Received: "
+                f"x_{split}.shape={images.shape}, y_{split}.shape={labels.shape}"
+            )
+    if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+        raise DataError(
+            f"--data {path}: training and test images differ in shape. Received: "
+            f"x_train.shape={arrays['x_train'].shape}, "
+            f"x_test.shape={arrays['x_test'].shape}"
+        )
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def check_sample_counts(args: argparse.Namespace, train: int, test: int) -> None:
+    for name, available in (("train_samples", train), ("test_samples", test)):
+        wanted = getattr(args, name)
+        if wanted is not None and wanted > available:
+            flag = "--" + name.replace("_", "-")
+            raise DataError(f"{flag} {wanted} is more than the {available} in the data")
+
+
+def prepare(images: Any, labels: Any, num_classes: int) -> tuple[Any, Any]:
+    """Scales images to [0, 1] with a channel axis; one-hot encodes labels."""
+    images = np.asarray(images, dtype="float32") / 255.0
+    if images.ndim == 3:
+        images = images[..., None]
+    labels = np.asarray(labels).reshape(-1).astype("int64")
+    return images, np.eye(num_classes, dtype="float32")[labels]
+
+
+def set_up_data_parallel(batch_size: int) -> int:
+    """Shards batches over all devices; returns the device count, or 0 on error."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "jax":
+        print(
+            f"--data-parallel is only implemented for the JAX backend (with "
+            f"keras.distribution.DataParallel); this run uses {backend}. Run with "
+            "--backend jax, or on torch use torch.distributed "
+            "(DistributedDataParallel, launched with torchrun), or on tensorflow "
+            "use tf.distribute.MirroredStrategy in your own training script.",
+            file=sys.stderr,
+        )
+        return 0
+    devices = keras.distribution.list_devices()
+    if batch_size % len(devices):
+        print(
+            f"--batch-size {batch_size} must be a multiple of the "
+            f"{len(devices)} devices for --data-parallel.",
+            file=sys.stderr,
+        )
+        return 0
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=devices)
+    )
+    return len(devices)
+
+
+def validation_set(x_test: Any, y_test: Any, batch_size: int, devices: int) -> Any:
+    """The test set, evaluated after every epoch, when its batches split evenly.
+
+    The labels go in too, so the decoder reconstructs from the true class
+    capsule, as in training.
+    """
+    if devices > 1 and len(x_test) % batch_size % devices:
+        return None
+    return ((x_test, y_test), (y_test, x_test))
+
+
+def training_callbacks(
+    keras: Any, args: argparse.Namespace, batches: Any, backup_dir: Path, log_path: Path
+) -> list[Any]:
+    """Learning-rate decay, epoch timing, NaN stop, checkpoint/resume, CSV log."""
+
+    class EpochClock(keras.callbacks.Callback):
+        """Tells the data its epoch and records each epoch's seconds in the logs."""
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            batches.epoch = epoch
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if logs is not None:
+                logs["epoch_seconds"] = time.perf_counter() - self.started
+
+    class BackupFiniteEpochs(keras.callbacks.BackupAndRestore):
+        """`BackupAndRestore` that never overwrites a good checkpoint with NaN."""
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            super().on_train_begin(logs)
+            resumed_at = getattr(self.model, "_initial_epoch", None)
+            if resumed_at:
+                print(
+                    f"resuming from the checkpoint in {backup_dir}: epochs 1-"
+                    f"{resumed_at} are done, continuing with epoch {resumed_at + 1}"
+                    " (--fresh starts over)",
+                    flush=True,
+                )
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if logs and not np.isfinite(logs.get("loss", 0.0)):
+                return
+            super().on_epoch_end(epoch, logs)
+
+    class FiniteEpochsLog(keras.callbacks.CSVLogger):
+        """`CSVLogger` that, like the checkpoint, leaves out a NaN epoch.
+
+        That epoch runs again when the run resumes; its row would be a
+        second one for the same epoch.
+        """
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if logs and not np.isfinite(logs.get("loss", 0.0)):
+                return
+            super().on_epoch_end(epoch, logs)
+
+    return [
+        EpochClock(),
+        keras.callbacks.LearningRateScheduler(
+            lambda epoch: args.lr * args.lr_decay**epoch
+        ),
+        keras.callbacks.TerminateOnNaN(),
+        BackupFiniteEpochs(str(backup_dir), delete_checkpoint=False),
+        FiniteEpochsLog(str(log_path), append=True),
+    ]
+
+
+def read_training_log(path: Path) -> dict[str, list[float]]:
+    """The CSV log of every finished epoch, this run's and those it resumed."""
+    if not path.exists():
+        return {}
+    with path.open() as log:
+        rows = list(csv.DictReader(log))
+    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+
+
+def describe_machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPU cores ({model}), {platform.system()}"
