@@ -1,6 +1,6 @@
 # One command per task; each sets up what it needs on a fresh clone.
 #   make test      the full test matrix: lint, types, pytest under tensorflow, torch, jax
-#   make example   trains the MNIST CapsNet example for 2 epochs on 2000 images
+#   make example   trains the MNIST CapsNet example for 1 epoch on all 60,000 images
 #   make docs      builds the documentation site (strict)
 #   make bench     runs the benchmark against hand-written PyTorch / JAX CapsNets
 
@@ -43,7 +43,7 @@ test: lint typecheck test-backends
 # Without a local copy the example falls back to keras.datasets.mnist.load_data().
 example: venv
 	$(PY) examples/capsnet_mnist.py $(if $(wildcard $(MNIST)),--data $(MNIST),) \
-		--epochs 2 --train-samples 2000 --output-dir runs/example
+		--epochs 1 --output-dir runs/example
 
 docs: venv
 	$(VENV)/bin/mkdocs build --strict

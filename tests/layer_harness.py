@@ -2,9 +2,10 @@
 
 `keras.src.testing.TestCase.run_layer_test` is private and moves between
 releases, so, as keras-hub does, this module checks the same contract with
-public calls: config round trip, serialization, build, symbolic call, eager
-call, variable batch sizes, one `fit` step, mixed precision and `.keras`
-saving.
+public calls: config round trip, serialization, build, trainable and
+non-trainable weight counts, symbolic call, eager call (and its values,
+where given), variable batch sizes, one `fit` step, mixed precision and
+`.keras` saving.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def run_layer_test(
     expected_output_shape: tuple[int | None, ...],
     expected_num_trainable_weights: int,
     tmp_path: Path,
+    expected_num_non_trainable_weights: int = 0,
+    init_weights: list[np.ndarray] | None = None,
+    expected_output: np.ndarray | None = None,
+    output_rtol: float = 1e-5,
+    output_atol: float = 1e-6,
     run_training_check: bool = True,
     run_mixed_precision_check: bool = True,
     trainable_inputs: tuple[int, ...] = (0,),
@@ -49,6 +55,17 @@ def run_layer_test(
         expected_output_shape: The output shape for `input_data`.
         expected_num_trainable_weights: Trainable weights after build.
         tmp_path: A folder for the `.keras` file.
+        expected_num_non_trainable_weights: Non-trainable weights after
+            build. Capsule layers keep routing state per example, never in
+            weights, hence the default of 0.
+        init_weights: Weights set with `set_weights` after build, on the
+            eager layer and on the functional model's, so that the outputs
+            are known (random initializers differ between backends).
+        expected_output: The output for `input_data`, checked on the eager
+            call and on the functional model; needs `init_weights` unless the
+            initializers are deterministic.
+        output_rtol: Relative tolerance for `expected_output`.
+        output_atol: Absolute tolerance for `expected_output`.
         run_training_check: Whether to take a `fit` step.
         run_mixed_precision_check: Whether to run under mixed precision.
         trainable_inputs: Indices of inputs that are floating tensors a
@@ -78,10 +95,13 @@ def run_layer_test(
         f"expected {expected_num_trainable_weights} trainable weights, "
         f"got {[w.path for w in layer.trainable_weights]}"
     )
-    assert len(layer.non_trainable_weights) == 0, (
-        "routing state must not be stored as weights: "
+    assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights, (
+        f"expected {expected_num_non_trainable_weights} non-trainable weights "
+        "(routing state must not be stored as weights), got "
         f"{[w.path for w in layer.non_trainable_weights]}"
     )
+    if init_weights is not None:
+        layer.set_weights(init_weights)
     assert tuple(layer.compute_output_shape(_single_or_list(input_shapes))) == tuple(
         expected_output_shape
     )
@@ -98,11 +118,29 @@ def run_layer_test(
     eager_output = _to_numpy(layer(_single_or_list(inputs)))
     assert eager_output.shape == tuple(expected_output_shape), eager_output.shape
     assert np.all(np.isfinite(eager_output)), "eager output is not finite"
+    if expected_output is not None:
+        np.testing.assert_allclose(
+            eager_output,
+            expected_output,
+            rtol=output_rtol,
+            atol=output_atol,
+            err_msg="eager output differs from expected_output",
+        )
 
     # Nothing is baked in from the first batch: the functional model runs on
     # several batch sizes and gives per-example results.
     model = keras.Model(_single_or_list(symbolic_inputs), symbolic_output)
+    if init_weights is not None:
+        symbolic_layer.set_weights(init_weights)
     full = _to_numpy(model(_single_or_list(inputs)))
+    if expected_output is not None:
+        np.testing.assert_allclose(
+            full,
+            expected_output,
+            rtol=output_rtol,
+            atol=output_atol,
+            err_msg="functional model output differs from expected_output",
+        )
     if batch > 1:
         first = _to_numpy(model(_single_or_list([x[:1] for x in inputs])))
         np.testing.assert_allclose(first, full[:1], rtol=1e-5, atol=1e-6)

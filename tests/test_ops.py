@@ -1,4 +1,7 @@
-"""keras_capsules.ops against the NumPy reference of the paper, per backend."""
+"""keras_capsules.ops against the NumPy reference of the paper, per backend.
+
+Capsule math, losses and convolution; routing is in test_dynamic_routing.py.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,11 @@ import numpy as np
 import pytest
 
 from keras_capsules import ops as capsule_ops
+from keras_capsules.ops.convolution import (
+    CONV_IMPLEMENTATIONS,
+    FASTEST_CONV_IMPLEMENTATION,
+    resolve_conv_implementation,
+)
 from tests import numpy_reference
 from tests.gradients import value_and_grads
 
@@ -43,6 +51,25 @@ def test_squash_of_zero_is_zero_with_finite_gradient():
     assert np.all(np.isfinite(grad)), grad
 
 
+def test_squash_and_length_keep_float64():
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("float64 on JAX needs x64 (JAX_ENABLE_X64=1), off here")
+    s = np.random.default_rng(15).normal(scale=2.0, size=(4, 6, 8))
+    s[0, 0] *= 1e-5  # a vector far shorter than float32 resolves beside 1
+    v = capsule_ops.squash(s)
+    lengths = capsule_ops.capsule_length(s)
+    assert _numpy(v).dtype == np.float64 and _numpy(lengths).dtype == np.float64
+    np.testing.assert_allclose(
+        _numpy(v), numpy_reference.squash(s), rtol=1e-13, atol=1e-16
+    )
+    np.testing.assert_allclose(
+        _numpy(lengths), numpy_reference.length(s), rtol=1e-13, atol=1e-16
+    )
+
+
 def test_squash_is_exact_for_tiny_but_nonzero_vectors():
     s = np.array([[1e-3, 0.0], [0.0, 2e-3]], dtype="float32")
     np.testing.assert_allclose(
@@ -50,9 +77,12 @@ def test_squash_is_exact_for_tiny_but_nonzero_vectors():
     )
 
 
-def test_squash_rejects_non_positive_epsilon():
-    with pytest.raises(ValueError, match="epsilon"):
-        capsule_ops.squash(np.ones((1, 2), "float32"), epsilon=0.0)
+@pytest.mark.parametrize("function", [capsule_ops.squash, capsule_ops.capsule_length])
+def test_non_positive_epsilon_is_rejected_by_name(function):
+    with pytest.raises(
+        ValueError, match="`epsilon`, expected a positive number. Received: epsilon=0.0"
+    ):
+        function(np.ones((1, 2), "float32"), epsilon=0.0)
 
 
 def test_capsule_length_matches_reference_and_is_zero_at_zero():
@@ -66,73 +96,6 @@ def test_capsule_length_matches_reference_and_is_zero_at_zero():
     )[1]
     assert np.all(np.isfinite(grad))
     np.testing.assert_array_equal(grad[0, 0], np.zeros(16))
-
-
-@pytest.mark.parametrize("iterations", [1, 2, 3])
-def test_routing_matches_procedure_1(iterations):
-    rng = np.random.default_rng(iterations)
-    u = numpy_reference.squash(rng.normal(size=(3, 12, 4))).astype("float32")
-    weights = rng.normal(scale=0.5, size=(12, 5, 4, 6)).astype("float32")
-    expected_v, expected_c = numpy_reference.dynamic_routing(u, weights, iterations)
-    predictions = capsule_ops.capsule_predictions(u, weights)
-    v, c = capsule_ops.routing_by_agreement(
-        predictions, iterations, return_coupling=True
-    )
-    np.testing.assert_allclose(_numpy(v), expected_v, rtol=1e-4, atol=1e-6)
-    # The package stores couplings as (batch, out, in); the reference as (batch, in, out).
-    np.testing.assert_allclose(
-        _numpy(c), expected_c.transpose(0, 2, 1), rtol=1e-4, atol=1e-6
-    )
-
-
-def test_one_routing_iteration_is_uniform_coupling():
-    rng = np.random.default_rng(7)
-    u = rng.normal(size=(2, 6, 3)).astype("float32")
-    weights = rng.normal(size=(6, 4, 3, 5)).astype("float32")
-    _, c = capsule_ops.routing_by_agreement(
-        capsule_ops.capsule_predictions(u, weights), 1, return_coupling=True
-    )
-    np.testing.assert_allclose(_numpy(c), np.full((2, 4, 6), 0.25), rtol=1e-6)
-
-
-def test_routing_agreement_changes_the_coupling():
-    rng = np.random.default_rng(8)
-    u = rng.normal(size=(2, 6, 3)).astype("float32")
-    weights = rng.normal(size=(6, 4, 3, 5)).astype("float32")
-    _, c = capsule_ops.routing_by_agreement(
-        capsule_ops.capsule_predictions(u, weights), 3, return_coupling=True
-    )
-    assert np.abs(_numpy(c) - 0.25).max() > 1e-3
-
-
-def test_routing_gradient_reaches_through_the_agreement():
-    """The default back-propagates through every iteration; the option cuts it."""
-    rng = np.random.default_rng(9)
-    u = rng.normal(size=(2, 6, 3)).astype("float32")
-    weights = rng.normal(size=(6, 4, 3, 5)).astype("float32")
-
-    def routed(stop_gradient):
-        def fn(kernel):
-            predictions = capsule_ops.capsule_predictions(u, kernel)
-            return keras.ops.sum(
-                capsule_ops.routing_by_agreement(
-                    predictions, 3, stop_gradient_on_agreement=stop_gradient
-                )
-            )
-
-        return fn
-
-    (full,) = value_and_grads(routed(False), [weights])[1]
-    (cut,) = value_and_grads(routed(True), [weights])[1]
-    assert np.all(np.isfinite(full)) and np.all(np.isfinite(cut))
-    assert np.abs(full - cut).max() > 1e-6
-
-
-@pytest.mark.parametrize("bad", [0, -1, 2.5, True, None])
-def test_routing_rejects_bad_iterations(bad):
-    predictions = np.zeros((1, 2, 3, 4), "float32")
-    with pytest.raises(ValueError, match="routing_iterations"):
-        capsule_ops.routing_by_agreement(predictions, bad)
 
 
 def test_margin_loss_matches_eq_4():
@@ -262,3 +225,18 @@ def test_space_to_depth_conv_rejects_bad_inputs_by_name(
             np.zeros(kernel_shape, "float32"),
             **arguments,
         )
+
+
+def test_auto_conv_implementation_is_the_fastest_for_this_backend():
+    backend = keras.backend.backend()
+    assert set(FASTEST_CONV_IMPLEMENTATION) == {"tensorflow", "torch", "jax"}
+    for choice in FASTEST_CONV_IMPLEMENTATION.values():
+        assert choice in CONV_IMPLEMENTATIONS and choice != "auto"
+    assert resolve_conv_implementation("auto") == FASTEST_CONV_IMPLEMENTATION[backend]
+    # As documented: XLA-compiled JAX is fastest stride-1, the others direct.
+    expected = "space_to_depth" if backend == "jax" else "direct"
+    assert resolve_conv_implementation("auto") == expected
+    for explicit in ("direct", "space_to_depth"):
+        assert resolve_conv_implementation(explicit) == explicit
+    with pytest.raises(ValueError, match="conv_implementation='fft'"):
+        resolve_conv_implementation("fft")

@@ -4,11 +4,19 @@ MultiMNIST (`multi_mnist`), the expanded-MNIST training view of the affNIST
 experiment (`expanded_mnist`) and an affNIST-like test view (`affine_mnist`)
 from Sabour et al. 2017. Nothing is downloaded: pass the digits and labels
 (for example from `keras.datasets.mnist.load_data()`), get NumPy arrays back.
-Every builder is deterministic given its `seed`.
+Every builder is deterministic given its `seed`. `load_small_norb` reads the
+smallNORB files a user downloaded.
 """
 
 from keras_capsules.datasets.affine import affine_mnist
 from keras_capsules.datasets.expanded import expanded_mnist
 from keras_capsules.datasets.multi_digit import multi_mnist
+from keras_capsules.datasets.small_norb import load_small_norb, read_norb_matrix
 
-__all__ = ["affine_mnist", "expanded_mnist", "multi_mnist"]
+__all__ = [
+    "affine_mnist",
+    "expanded_mnist",
+    "load_small_norb",
+    "multi_mnist",
+    "read_norb_matrix",
+]

@@ -111,12 +111,12 @@ class DepthwisePrimaryCapsule(keras.layers.Layer):
         return -1 if self.data_format == "channels_last" else 1
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
-        if len(input_shape) != 4 or input_shape[self._channel_axis()] is None:
+        channels = input_shape[self._channel_axis()] if len(input_shape) == 4 else None
+        if channels is None:
             raise ValueError(
                 "`DepthwisePrimaryCapsule` expects a 4D input with a known "
                 f"channel dimension. Received: input_shape={tuple(input_shape)}"
             )
-        channels = int(input_shape[self._channel_axis()])
         self.input_spec = keras.layers.InputSpec(
             ndim=4, axes={self._channel_axis(): channels}
         )
@@ -162,13 +162,14 @@ class DepthwisePrimaryCapsule(keras.layers.Layer):
             spatial, channels = input_shape[1:3], input_shape[3]
         else:
             spatial, channels = input_shape[2:4], input_shape[1]
-        sizes = []
-        for size, kernel, stride in zip(spatial, self.kernel_size, self.strides):
-            if size is None:
-                raise ValueError(
-                    "`DepthwisePrimaryCapsule` needs the spatial size of its "
-                    f"input. Received: input_shape={tuple(input_shape)}"
-                )
+        if channels is None or None in spatial:
+            raise ValueError(
+                "`DepthwisePrimaryCapsule` needs the spatial size and the "
+                f"channels of its input. Received: input_shape={tuple(input_shape)}"
+            )
+        sizes: list[int] = []
+        known: list[int] = [int(size) for size in spatial if size is not None]
+        for size, kernel, stride in zip(known, self.kernel_size, self.strides):
             if self.padding == "same":
                 sizes.append(-(-size // stride))
             elif size < kernel:
@@ -179,7 +180,7 @@ class DepthwisePrimaryCapsule(keras.layers.Layer):
                 )
             else:
                 sizes.append((size - kernel) // stride + 1)
-        features = sizes[0] * sizes[1] * channels * self.depth_multiplier
+        features = sizes[0] * sizes[1] * int(channels) * self.depth_multiplier
         if features % self.capsule_dim:
             raise ValueError(
                 f"`DepthwisePrimaryCapsule` makes {features} features from "

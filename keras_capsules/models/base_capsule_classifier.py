@@ -110,7 +110,7 @@ class BaseCapsuleClassifier(keras.Model):
             )
             for i, units in enumerate(self.decoder_units, start=1)
         ]
-        return keras.Sequential(
+        decoder = keras.Sequential(
             [
                 *hidden,
                 keras.layers.Dense(
@@ -125,6 +125,11 @@ class BaseCapsuleClassifier(keras.Model):
             ],
             name="decoder",
         )
+        # `Sequential` takes no `dtype`, and with the default float32 policy
+        # it would cast its inputs to float32: float64 capsules would lose
+        # their precision before the float64 `Dense` layers.
+        decoder.dtype_policy = dtype
+        return decoder
 
     def build_encoder(self, images_shape: tuple) -> tuple:
         """Builds the encoder for `images_shape`; returns the capsules' shape."""

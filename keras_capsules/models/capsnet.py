@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import keras
@@ -142,6 +143,19 @@ class CapsNet(BaseCapsuleClassifier):
     ) -> None:
         arguments = {k: kwargs.pop(k) for k in RENAMED_ARGUMENTS if k in kwargs}
         if arguments:
+            # A new name that is not its default object was passed too: with
+            # its old name, a conflict for `rename_arguments` to reject, not a
+            # value to drop silently. (Identity, not `==`, which arrays
+            # passed as `image_shape` would make ambiguous.)
+            given = {
+                "image_shape": image_shape,
+                "use_decoder": use_decoder,
+                "primary_capsule_types": primary_capsule_types,
+            }
+            defaults = inspect.signature(CapsNet.__init__).parameters
+            for old, new in RENAMED_ARGUMENTS.items():
+                if old in arguments and given[new] is not defaults[new].default:
+                    arguments[new] = given[new]
             rename_arguments(type(self).__name__, arguments, warn=True)
             image_shape = arguments.get("image_shape", image_shape)
             use_decoder = arguments.get("use_decoder", use_decoder)

@@ -30,6 +30,30 @@ def statistics_dtype(dtype: str) -> str:
     """The dtype of routing logits and softmaxes for capsules of `dtype`.
 
     float32 for float16, bfloat16 and float32 (as Keras's normalization
-    layers do), float64 for float64.
+    layers do), float64 for float64. Not `keras.backend.result_type`, which
+    gives float32 for float64 outside TensorFlow (Keras caps it at 32 bits
+    to follow JAX's default).
     """
-    return keras.backend.result_type(dtype, "float32")
+    return "float64" if dtype == "float64" else "float32"
+
+
+def matmul(x1: Any, x2: Any) -> Any:
+    """`keras.ops.matmul` that keeps float64 in float64 on every backend.
+
+    Outside TensorFlow `keras.ops.matmul` casts float64 operands to the
+    32-bit `result_type` before multiplying; `einsum` keeps them. Other
+    dtypes take `ops.matmul` unchanged.
+    """
+    if dtype_name(x1) == "float64" or dtype_name(x2) == "float64":
+        return ops.einsum("...ij,...jk->...ik", x1, x2)
+    return ops.matmul(x1, x2)
+
+
+def clamp_min(x: Any, floor: float) -> Any:
+    """`maximum(x, floor)` in the dtype of `x`, with the same gradient.
+
+    `keras.ops.maximum(x, floor)` takes the 32-bit `result_type` outside
+    TensorFlow, so float64 `x` would come back as float32; `clip` keeps the
+    dtype of `x`.
+    """
+    return ops.clip(x, floor, float("inf"))

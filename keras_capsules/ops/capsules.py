@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from keras_capsules._validation import check_positive_number
-from keras_capsules.ops._dtypes import at_least_float32, dtype_name
+from keras_capsules.ops._dtypes import at_least_float32, clamp_min, dtype_name
 
 
 def _epsilon(epsilon: float | None) -> float:
@@ -59,7 +59,7 @@ def squash(x: Any, axis: int = -1, epsilon: float | None = None) -> Any:
     s = at_least_float32(x)
     squared_norm = ops.sum(ops.square(s), axis=axis, keepdims=True)
     scale = (squared_norm / (1.0 + squared_norm)) * ops.rsqrt(
-        ops.maximum(squared_norm, epsilon**2)
+        clamp_min(squared_norm, epsilon**2)
     )
     return ops.cast(s * scale, original_dtype)
 
@@ -102,7 +102,7 @@ def efficient_squash(x: Any, axis: int = -1, epsilon: float | None = None) -> An
     original_dtype = dtype_name(x)
     s = at_least_float32(x)
     norm = ops.sqrt(
-        ops.maximum(ops.sum(ops.square(s), axis=axis, keepdims=True), epsilon**2)
+        clamp_min(ops.sum(ops.square(s), axis=axis, keepdims=True), epsilon**2)
     )
     return ops.cast(-ops.expm1(-norm) * s / norm, original_dtype)
 
@@ -137,7 +137,7 @@ def capsule_length(x: Any, axis: int = -1, epsilon: float | None = None) -> Any:
     original_dtype = dtype_name(x)
     s = at_least_float32(x)
     squared_norm = ops.sum(ops.square(s), axis=axis)
-    length = squared_norm * ops.rsqrt(ops.maximum(squared_norm, epsilon**2))
+    length = squared_norm * ops.rsqrt(clamp_min(squared_norm, epsilon**2))
     return ops.cast(length, original_dtype)
 
 

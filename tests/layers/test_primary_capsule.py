@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from tests.layer_harness import run_layer_test
 def test_layer_contract(tmp_path):
     run_layer_test(
         PrimaryCapsule,
-        {"num_capsules": 3, "capsule_dim": 4, "kernel_size": 3, "strides": 2},
+        {"capsule_types": 3, "capsule_dim": 4, "kernel_size": 3, "strides": 2},
         np.random.default_rng(0).normal(size=(2, 9, 9, 5)).astype("float32"),
         expected_output_shape=(2, 4 * 4 * 3, 4),
         expected_num_trainable_weights=2,
@@ -83,7 +85,7 @@ def test_same_padding_output_shape():
 @pytest.mark.parametrize(
     "kwargs, argument",
     [
-        ({"num_capsules": 0}, "num_capsules"),
+        ({"capsule_types": 0}, "capsule_types"),
         ({"capsule_dim": -2}, "capsule_dim"),
         ({"kernel_size": 0}, "kernel_size"),
         ({"kernel_size": (3, 0)}, "kernel_size"),
@@ -93,7 +95,7 @@ def test_same_padding_output_shape():
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, argument):
-    arguments = {"num_capsules": 2, "capsule_dim": 4, "kernel_size": 3, **kwargs}
+    arguments = {"capsule_types": 2, "capsule_dim": 4, "kernel_size": 3, **kwargs}
     with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}="):
         PrimaryCapsule(**arguments)
 
@@ -114,7 +116,7 @@ def test_space_to_depth_contract(tmp_path):
     run_layer_test(
         PrimaryCapsule,
         {
-            "num_capsules": 3,
+            "capsule_types": 3,
             "capsule_dim": 4,
             "kernel_size": 3,
             "strides": 2,
@@ -135,7 +137,7 @@ def test_space_to_depth_matches_direct_with_the_same_weights(data_format, paddin
     if data_format == "channels_first":
         x = x.transpose(0, 3, 1, 2)
     arguments = {
-        "num_capsules": 2,
+        "capsule_types": 2,
         "capsule_dim": 4,
         "kernel_size": 5,
         "strides": 2,
@@ -161,3 +163,45 @@ def test_bad_conv_implementation_is_rejected():
         ValueError, match="`conv_implementation`.*Received: conv_implementation='fft'"
     ):
         PrimaryCapsule(2, 4, kernel_size=3, conv_implementation="fft")
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_auto_conv_implementation_matches_both_explicit_choices(data_format):
+    x = np.random.default_rng(5).normal(size=(2, 11, 10, 3)).astype("float32")
+    if data_format == "channels_first":
+        x = x.transpose(0, 3, 1, 2)
+    arguments = {"kernel_size": 5, "strides": 2, "data_format": data_format}
+    auto = PrimaryCapsule(2, 4, **arguments)
+    assert auto.conv_implementation == "auto"  # the default, kept in the config
+    assert auto.get_config()["conv_implementation"] == "auto"
+    auto.build(x.shape)
+    expected = keras.ops.convert_to_numpy(auto(x))
+    for implementation in ("direct", "space_to_depth"):
+        layer = PrimaryCapsule(2, 4, conv_implementation=implementation, **arguments)
+        layer.build(x.shape)
+        layer.set_weights(auto.get_weights())
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(layer(x)), expected, rtol=1e-4, atol=1e-5
+        )
+
+
+def test_capsule_types_was_num_capsules():
+    with pytest.warns(FutureWarning, match=r"num_capsules=.*`capsule_types`"):
+        old = PrimaryCapsule(num_capsules=3, capsule_dim=4, kernel_size=3)
+    new = PrimaryCapsule(capsule_types=3, capsule_dim=4, kernel_size=3)
+    config = {k: v for k, v in old.get_config().items() if k != "name"}
+    assert config == {k: v for k, v in new.get_config().items() if k != "name"}
+    assert "num_capsules" not in config
+    assert old.capsule_types == 3 and old.num_capsules == 3
+    with pytest.raises(ValueError, match="Pass `capsule_types` only"):
+        PrimaryCapsule(3, 4, kernel_size=3, num_capsules=3)
+
+
+def test_old_config_loads_silently():
+    config = PrimaryCapsule(3, 4, kernel_size=3).get_config()
+    old_config = dict(config)
+    old_config["num_capsules"] = old_config.pop("capsule_types")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        layer = PrimaryCapsule.from_config(old_config)
+    assert layer.get_config() == config

@@ -7,11 +7,11 @@ import re
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import keras_capsules
 from tests.conftest import REPO_ROOT
@@ -57,11 +57,21 @@ def test_wheel_holds_the_package_and_its_metadata_only(wheel):
     assert "keras_capsules/py.typed" in names
     for module in (
         "__init__.py",
-        "ops.py",
+        "ops/__init__.py",
+        "ops/capsules.py",
+        "ops/convolution.py",
+        "ops/losses.py",
+        "ops/routing/__init__.py",
+        "ops/routing/dynamic.py",
+        "layers/base_routing_capsule.py",
         "layers/routing_capsule.py",
         "losses/margin_loss.py",
+        "models/capsnet.py",
     ):
         assert f"keras_capsules/{module}" in names
+    # The module that the ops package replaced (a stale build folder could
+    # bring it back) would ship as dead code beside the package.
+    assert "keras_capsules/ops.py" not in names
     assert not [n for n in names if re.search(r"(^|/)(tests?|docs|examples)/", n)]
 
 
@@ -70,7 +80,10 @@ def test_wheel_metadata_is_fit_for_an_index(wheel):
     (metadata_name,) = [n for n in archive.namelist() if n.endswith("METADATA")]
     metadata = archive.read(metadata_name).decode()
     assert f"Version: {keras_capsules.__version__}" in metadata
-    assert "Requires-Python: >=3.10" in metadata
+    # tomllib, used by the tests and tools, is 3.11+; so is the package.
+    assert "Requires-Python: >=3.11" in metadata
+    assert "Programming Language :: Python :: 3.10" not in metadata
+    assert "Classifier: Programming Language :: Python :: 3.11" in metadata
     assert re.search(r"License-Expression: Apache-2.0|License: Apache", metadata)
     assert "Requires-Dist: keras>=3" in metadata
     for extra in ("tensorflow", "torch", "jax", "dev", "docs", "examples"):

@@ -14,8 +14,8 @@ import pytest
 
 import keras_capsules
 from keras_capsules import ops as capsule_ops
+from tests import numpy_reference
 from tests.gradients import central_differences, value_and_grads
-from tests.parity import _reference
 
 BACKEND = keras.backend.backend()
 # Relative to the largest reference gradient: float32 autodiff against a
@@ -52,8 +52,8 @@ def test_squash_gradient_matches_reference() -> None:
     value, grads = value_and_grads(
         lambda t: keras.ops.sum(keras.ops.multiply(w, capsule_ops.squash(t))), [x]
     )
-    expected = central_differences(lambda s: np.sum(w * _reference.squash(s)), [x])
-    np.testing.assert_allclose(value, np.sum(w * _reference.squash(x)), rtol=1e-5)
+    expected = central_differences(lambda s: np.sum(w * numpy_reference.squash(s)), [x])
+    np.testing.assert_allclose(value, np.sum(w * numpy_reference.squash(x)), rtol=1e-5)
     assert_grads_close(grads, expected, "squash")
 
 
@@ -65,8 +65,8 @@ def test_length_layer_gradient_matches_reference() -> None:
     value, grads = value_and_grads(
         lambda t: keras.ops.sum(keras.ops.multiply(w, layer(t))), [x]
     )
-    expected = central_differences(lambda s: np.sum(w * _reference.length(s)), [x])
-    np.testing.assert_allclose(value, np.sum(w * _reference.length(x)), rtol=1e-5)
+    expected = central_differences(lambda s: np.sum(w * numpy_reference.length(s)), [x])
+    np.testing.assert_allclose(value, np.sum(w * numpy_reference.length(x)), rtol=1e-5)
     assert_grads_close(grads, expected, "Length")
     # The subgradient at the zero vector is 0, not NaN.
     np.testing.assert_array_equal(grads[0][0, 0], 0.0)
@@ -99,10 +99,12 @@ def test_routing_capsule_gradient_matches_reference(
 
     value, grads = value_and_grads(loss, [inputs, kernel])
 
-    constant = _reference.predictions(inputs, kernel) if stop_gradient else None
+    constant = numpy_reference.predictions(inputs, kernel) if stop_gradient else None
 
-    def reference(u, k):
-        v = _reference.routing(u, k, routing_iterations, agreement_predictions=constant)
+    def reference(u, k, agreement_predictions=constant):
+        v, _ = numpy_reference.dynamic_routing(
+            u, k, routing_iterations, agreement_predictions=agreement_predictions
+        )
         return np.sum(w * v)
 
     np.testing.assert_allclose(value, reference(inputs, kernel), rtol=1e-5)
@@ -112,8 +114,7 @@ def test_routing_capsule_gradient_matches_reference(
         # The stop-gradient variant really differs from full backprop here,
         # so the comparison above is not vacuous.
         full = central_differences(
-            lambda u, k: np.sum(w * _reference.routing(u, k, routing_iterations)),
-            [inputs, kernel],
+            lambda u, k: reference(u, k, agreement_predictions=None), [inputs, kernel]
         )
         assert np.max(np.abs(full[1] - expected[1])) > 100 * GRAD_RTOL * np.max(
             np.abs(expected[1])

@@ -32,9 +32,9 @@ def invalid_value(argument: str) -> str:
 
 
 @pytest.mark.parametrize("value", BAD_COUNTS, ids=repr)
-@pytest.mark.parametrize("argument", ["num_capsules", "capsule_dim"])
+@pytest.mark.parametrize("argument", ["capsule_types", "capsule_dim"])
 def test_primary_capsule_rejects_bad_counts(argument: str, value) -> None:
-    kwargs = {"num_capsules": 4, "capsule_dim": 4, "kernel_size": 3, argument: value}
+    kwargs = {"capsule_types": 4, "capsule_dim": 4, "kernel_size": 3, argument: value}
     with pytest.raises(ValueError, match=invalid_value(argument)):
         keras_capsules.PrimaryCapsule(**kwargs)
 
@@ -42,7 +42,7 @@ def test_primary_capsule_rejects_bad_counts(argument: str, value) -> None:
 @pytest.mark.parametrize("value", BAD_PAIRS, ids=repr)
 @pytest.mark.parametrize("argument", ["kernel_size", "strides"])
 def test_primary_capsule_rejects_bad_windows(argument: str, value) -> None:
-    kwargs = {"num_capsules": 4, "capsule_dim": 4, "kernel_size": 3, argument: value}
+    kwargs = {"capsule_types": 4, "capsule_dim": 4, "kernel_size": 3, argument: value}
     with pytest.raises(ValueError, match=invalid_value(argument)):
         keras_capsules.PrimaryCapsule(**kwargs)
 
@@ -69,9 +69,19 @@ def test_routing_capsule_rejects_bad_counts(argument: str, value) -> None:
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.0, True])
-def test_routing_by_agreement_rejects_bad_iterations(value) -> None:
+def test_dynamic_routing_rejects_bad_iterations(value) -> None:
     with pytest.raises(ValueError, match=invalid_value("routing_iterations")):
-        capsule_ops.routing_by_agreement(zeros(2, 3, 5, 4), value)
+        capsule_ops.dynamic_routing(zeros(2, 5, 4), zeros(5, 3, 4, 2), value)
+
+
+@pytest.mark.parametrize(
+    "inputs_shape, kernel_shape",
+    [((2, 5, 4), (6, 3, 4, 2)), ((2, 5, 4), (5, 3, 3, 2)), ((5, 4), (5, 3, 4, 2))],
+)
+def test_dynamic_routing_rejects_mismatched_shapes(inputs_shape, kernel_shape) -> None:
+    received = re.escape(f"inputs.shape={inputs_shape}, kernel.shape={kernel_shape}")
+    with pytest.raises(ValueError, match=rf"`dynamic_routing`.*{received}"):
+        capsule_ops.dynamic_routing(zeros(*inputs_shape), zeros(*kernel_shape))
 
 
 @pytest.mark.parametrize("argument", ["m_plus", "m_minus", "down_weight"])
@@ -91,9 +101,10 @@ def test_ops_reject_bad_epsilon(function, value) -> None:
 @pytest.mark.parametrize(
     "layer, argument, value",
     [
-        (keras_capsules.PrimaryCapsule, "num_capsules", np.int64(4)),
+        (keras_capsules.PrimaryCapsule, "capsule_types", np.int64(4)),
         (keras_capsules.PrimaryCapsule, "kernel_size", np.int32(3)),
         (keras_capsules.PrimaryCapsule, "strides", (np.int64(2), 1)),
+        (keras_capsules.RoutingCapsule, "num_capsules", np.int32(3)),
         (keras_capsules.RoutingCapsule, "capsule_dim", np.int64(8)),
         (keras_capsules.RoutingCapsule, "routing_iterations", np.int16(2)),
     ],
@@ -102,9 +113,10 @@ def test_ops_reject_bad_epsilon(function, value) -> None:
 def test_numpy_integers_are_integers(layer, argument, value) -> None:
     # Sizes often come out of NumPy (`np.prod`, array shapes). They are
     # accepted and stored as Python ints, so the config stays JSON.
-    kwargs = {"num_capsules": 4, "capsule_dim": 4}
     if layer is keras_capsules.PrimaryCapsule:
-        kwargs["kernel_size"] = 3
+        kwargs = {"capsule_types": 4, "capsule_dim": 4, "kernel_size": 3}
+    else:
+        kwargs = {"num_capsules": 4, "capsule_dim": 4}
     kwargs[argument] = value
     config = layer(**kwargs).get_config()
     stored = config[argument]

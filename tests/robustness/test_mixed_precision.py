@@ -14,7 +14,8 @@ import pytest
 
 import keras_capsules
 from keras_capsules import ops as capsule_ops
-from tests.parity import _capsnet, _reference
+from tests import numpy_reference
+from tests.parity import _capsnet
 
 POLICIES = {"mixed_float16": "float16", "mixed_bfloat16": "bfloat16"}
 # Relative precision of each dtype, with some room for a few roundings.
@@ -69,7 +70,7 @@ def test_squash_of_long_low_precision_vectors(dtype: str) -> None:
     assert keras.backend.standardize_dtype(v.dtype) == dtype
     v = _numpy(v)
     assert np.all(np.isfinite(v))
-    expected = _reference.squash(_numpy(x))
+    expected = numpy_reference.squash(_numpy(x))
     np.testing.assert_allclose(v, expected, rtol=RTOL[dtype], atol=RTOL[dtype] / 10)
     assert np.all(np.linalg.norm(v, axis=-1) <= 1.0 + RTOL[dtype])
 
@@ -92,7 +93,7 @@ def test_routing_in_low_precision_matches_float32(policy: str) -> None:
     # Predictions of length ~30 make agreements of ~30 per iteration: the
     # routing logits and their softmax stay in float32 and saturate safely.
     rng = np.random.default_rng(1)
-    inputs = _reference.squash(rng.normal(size=(4, 16, 4)) * 3).astype("float32")
+    inputs = numpy_reference.squash(rng.normal(size=(4, 16, 4)) * 3).astype("float32")
     kernel = rng.normal(scale=8.0, size=(16, 3, 4, 8)).astype("float32")
     outputs = {}
     for name in ("float32", policy):
@@ -116,13 +117,21 @@ def test_routing_in_low_precision_matches_float32(policy: str) -> None:
 def test_routing_softmax_saturates_without_overflow(dtype: str) -> None:
     # Agreements of ~1e3 per iteration: exp() of such logits overflows in any
     # float type unless the softmax is shifted by its maximum.
+    # Unit input capsules and a kernel of scale 1e3 / sqrt(8) make
+    # predictions u_hat[j|i] of length ~1e3 with random directions.
     rng = np.random.default_rng(2)
-    predictions = _vectors([1e3] * 24, dim=8, seed=3).reshape(1, 3, 8, 8)
-    predictions *= rng.choice([-1.0, 1.0], size=(1, 3, 8, 1))
-    x = keras.ops.cast(predictions, dtype)
+    inputs = keras.ops.cast(_vectors([1.0] * 8, dim=8, seed=3)[None], dtype)
+    kernel = keras.ops.cast(
+        rng.normal(scale=1e3 / np.sqrt(8), size=(8, 3, 8, 8)), dtype
+    )
+    predictions = numpy_reference.predictions(_numpy(inputs), _numpy(kernel))
+    assert np.median(np.linalg.norm(predictions, axis=-1)) > 500
 
-    v, coupling = capsule_ops.routing_by_agreement(x, 3, return_coupling=True)
+    v, coupling = capsule_ops.dynamic_routing(inputs, kernel, 3, return_coupling=True)
 
+    assert keras.backend.standardize_dtype(coupling.dtype) == dtype
     coupling = _numpy(coupling)
     assert np.all(np.isfinite(_numpy(v))) and np.all(np.isfinite(coupling))
     np.testing.assert_allclose(coupling.sum(axis=1), 1.0, atol=RTOL[dtype])
+    # Saturated: each input capsule sends nearly everything to one output.
+    assert np.mean(coupling.max(axis=1) > 0.99) > 0.5

@@ -9,6 +9,7 @@ import pytest
 
 from keras_capsules.models import CapsNet
 from keras_capsules.visualization import (
+    CapsuleAutoencoder,
     class_capsules,
     perturb_capsule,
     plot_history,
@@ -20,10 +21,10 @@ from tests.visualization.png import assert_png_with_content
 pytest.importorskip("matplotlib")
 
 SMALL = dict(
-    input_shape=(20, 20, 1),
+    image_shape=(20, 20, 1),
     num_classes=3,
     conv_filters=8,
-    primary_capsules=4,
+    primary_capsule_types=4,
     primary_capsule_dim=4,
     capsule_dim=6,
     decoder_units=(16,),
@@ -92,13 +93,46 @@ def test_perturbations_take_an_image_with_a_batch_axis_and_custom_deltas():
     assert len(figure.axes) == 6 * 3
 
 
-def test_perturbations_need_a_capsnet_with_decoder():
-    with pytest.raises(ValueError, match="decoder=False"):
-        plot_perturbations(CapsNet(**SMALL, decoder=False), _digits(1)[0])
-    with pytest.raises(ValueError, match="CapsNet"):
+def test_perturbations_need_a_capsule_model_with_decoder():
+    with pytest.raises(ValueError, match="use_decoder=False"):
+        plot_perturbations(CapsNet(**SMALL, use_decoder=False), _digits(1)[0])
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a capsule model with `encode` and `decode` methods.*"
+        r"Received: model=object",
+    ):
         plot_perturbations(object(), _digits(1)[0])
+    with pytest.raises(ValueError, match=r"with `encode` methods.*model=int"):
+        class_capsules(3, _digits(1))
     with pytest.raises(ValueError, match="image.shape"):
         plot_perturbations(CapsNet(**SMALL), np.zeros((2, 20, 20, 1)))
+
+
+class Autoencoder:
+    """Not a CapsNet: a model's encoder and decoder behind the protocol."""
+
+    def __init__(self, model):
+        self.model = model
+        self.image_shape = model.image_shape
+
+    def encode(self, images, return_coupling=False):
+        return self.model.encode(images, return_coupling=return_coupling)
+
+    def decode(self, capsules, labels=None):
+        return self.model.decode(capsules, labels)
+
+
+def test_figures_take_any_capsule_autoencoder():
+    model = CapsNet(**SMALL)
+    wrapper = Autoencoder(model)
+    assert isinstance(wrapper, CapsuleAutoencoder)
+    assert isinstance(model, CapsuleAutoencoder)
+    assert not isinstance(object(), CapsuleAutoencoder)
+    figure = plot_perturbations(wrapper, _digits(1)[0], deltas=[-0.1, 0.1])
+    assert len(figure.axes) == 6 * 2
+    capsules, coupling = class_capsules(wrapper, _digits(3), return_coupling=True)
+    np.testing.assert_allclose(capsules, class_capsules(model, _digits(3)), atol=1e-6)
+    assert coupling.shape == (3, 3, 16)
 
 
 def test_perturb_capsule_shifts_one_dimension_per_row():

@@ -12,7 +12,7 @@ from typing import Any
 from keras import ops
 
 from keras_capsules._validation import check_positive_int
-from keras_capsules.ops._dtypes import dtype_name, statistics_dtype
+from keras_capsules.ops._dtypes import dtype_name, matmul, statistics_dtype
 from keras_capsules.ops.capsules import squash
 
 
@@ -103,12 +103,12 @@ def dynamic_routing(
     # Iteration 1: the softmax of zero logits is uniform, so `s` is the
     # plain mean of the predictions, one GEMM over every output capsule.
     every_capsule = ops.reshape(kernel_by_capsule, (-1, flat_dim))
-    s = ops.matmul(ops.reshape(inputs, (-1, flat_dim)), ops.transpose(every_capsule))
+    s = matmul(ops.reshape(inputs, (-1, flat_dim)), ops.transpose(every_capsule))
     s = ops.reshape(s / num_capsules, (-1, num_capsules, capsule_dim))
     outputs = squash(ops.transpose(s, (1, 0, 2)))  # (J, B, E)
     logits = coupling = None
     for _ in range(1, routing_iterations):
-        projected = ops.matmul(outputs, agreement_kernel)
+        projected = matmul(outputs, agreement_kernel)
         projected = ops.reshape(
             projected, (num_capsules, -1, input_num_capsules, input_capsule_dim)
         )
