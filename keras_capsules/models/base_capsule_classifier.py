@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -19,6 +20,27 @@ RENAMED_ARGUMENTS = {
     "decoder": "use_decoder",
     "primary_capsules": "primary_capsule_types",
 }
+
+
+def resolve_renamed_arguments(
+    model: Any, kwargs: dict[str, Any], **given: Any
+) -> dict[str, Any]:
+    """The values of `given` new-name arguments, old keywords taken into account.
+
+    Pops the old names of `given`'s arguments from `kwargs`, warns, and
+    returns every argument of `given` under its new name. An old name with
+    its new name passed too (not as its default object: identity, since an
+    array passed as `image_shape` makes `==` ambiguous) raises.
+    """
+    defaults = inspect.signature(type(model).__init__).parameters
+    arguments: dict[str, Any] = {}
+    for old, new in RENAMED_ARGUMENTS.items():
+        if new in given and old in kwargs:
+            arguments[old] = kwargs.pop(old)
+            if given[new] is not defaults[new].default:
+                arguments[new] = given[new]
+    rename_arguments(type(model).__name__, arguments, warn=True)
+    return {**given, **arguments}
 
 
 def rename_arguments(cls_name: str, kwargs: dict[str, Any], warn: bool) -> None:

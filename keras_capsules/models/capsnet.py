@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import keras
@@ -11,9 +10,8 @@ from keras_capsules._validation import (
 )
 from keras_capsules.layers import PrimaryCapsule, RoutingCapsule
 from keras_capsules.models.base_capsule_classifier import (
-    RENAMED_ARGUMENTS,
     BaseCapsuleClassifier,
-    rename_arguments,
+    resolve_renamed_arguments,
 )
 from keras_capsules.ops.convolution import CONV_IMPLEMENTATIONS
 
@@ -141,27 +139,16 @@ class CapsNet(BaseCapsuleClassifier):
         decoder_units: tuple[int, ...] = (512, 1024),
         **kwargs: Any,
     ) -> None:
-        arguments = {k: kwargs.pop(k) for k in RENAMED_ARGUMENTS if k in kwargs}
-        if arguments:
-            # A new name that is not its default object was passed too: with
-            # its old name, a conflict for `rename_arguments` to reject, not a
-            # value to drop silently. (Identity, not `==`, which arrays
-            # passed as `image_shape` would make ambiguous.)
-            given = {
-                "image_shape": image_shape,
-                "use_decoder": use_decoder,
-                "primary_capsule_types": primary_capsule_types,
-            }
-            defaults = inspect.signature(CapsNet.__init__).parameters
-            for old, new in RENAMED_ARGUMENTS.items():
-                if old in arguments and given[new] is not defaults[new].default:
-                    arguments[new] = given[new]
-            rename_arguments(type(self).__name__, arguments, warn=True)
-            image_shape = arguments.get("image_shape", image_shape)
-            use_decoder = arguments.get("use_decoder", use_decoder)
-            primary_capsule_types = arguments.get(
-                "primary_capsule_types", primary_capsule_types
-            )
+        renamed = resolve_renamed_arguments(
+            self,
+            kwargs,
+            image_shape=image_shape,
+            use_decoder=use_decoder,
+            primary_capsule_types=primary_capsule_types,
+        )
+        image_shape = renamed["image_shape"]
+        use_decoder = renamed["use_decoder"]
+        primary_capsule_types = renamed["primary_capsule_types"]
         super().__init__(
             image_shape=image_shape,
             num_classes=num_classes,

@@ -7,9 +7,8 @@ import keras
 from keras_capsules._validation import check_positive_int, check_positive_ints
 from keras_capsules.layers import DepthwisePrimaryCapsule, SelfAttentionRoutingCapsule
 from keras_capsules.models.base_capsule_classifier import (
-    RENAMED_ARGUMENTS,
     BaseCapsuleClassifier,
-    rename_arguments,
+    resolve_renamed_arguments,
 )
 
 
@@ -95,11 +94,10 @@ class EfficientCapsNet(BaseCapsuleClassifier):
         decoder_units: tuple[int, ...] = (512, 1024),
         **kwargs: Any,
     ) -> None:
-        arguments = {k: kwargs.pop(k) for k in RENAMED_ARGUMENTS if k in kwargs}
-        if arguments:
-            rename_arguments(type(self).__name__, arguments, warn=True)
-            image_shape = arguments.get("image_shape", image_shape)
-            use_decoder = arguments.get("use_decoder", use_decoder)
+        renamed = resolve_renamed_arguments(
+            self, kwargs, image_shape=image_shape, use_decoder=use_decoder
+        )
+        image_shape, use_decoder = renamed["image_shape"], renamed["use_decoder"]
         super().__init__(
             image_shape=image_shape,
             num_classes=num_classes,
