@@ -1,6 +1,14 @@
 """Capsule-network building blocks for Keras 3, on TensorFlow, PyTorch and JAX."""
 
-from keras_capsules import datasets, layers, losses, models, ops, visualization
+from keras_capsules import (
+    callbacks,
+    datasets,
+    layers,
+    losses,
+    models,
+    ops,
+    visualization,
+)
 from keras_capsules.layers import (
     DepthwisePrimaryCapsule,
     Length,
@@ -25,6 +33,7 @@ __all__ = [
     "RoutingCapsule",
     "SelfAttentionRoutingCapsule",
     "__version__",
+    "callbacks",
     "datasets",
     "layers",
     "losses",

@@ -39,8 +39,9 @@ class BaseMatrixCapsule(keras.layers.Layer):
         epsilon: Floor added to the variances and amounts of data of the
             routing, a positive number. Defaults to `1e-6`.
         kernel_initializer: Initializer for the transformation matrices.
-            Defaults to `TruncatedNormal(stddev=0.5)`, which keeps the scale
-            of a 4x4 pose (each vote entry sums 4 products).
+            Defaults to `TruncatedNormal(stddev=1.0)`, as in the IBM code
+            (a routing layer's output poses are means of many votes, smaller
+            than its inputs; larger matrices offset that shrinking).
         kernel_regularizer: Optional regularizer for the kernel.
         kernel_constraint: Optional constraint for the kernel.
         beta_initializer: Initializer for `beta_u` and `beta_a`. Defaults to
@@ -70,7 +71,7 @@ class BaseMatrixCapsule(keras.layers.Layer):
         )
         self.epsilon = check_positive_number("epsilon", epsilon)
         if kernel_initializer is None:
-            kernel_initializer = keras.initializers.TruncatedNormal(stddev=0.5)
+            kernel_initializer = keras.initializers.TruncatedNormal(stddev=1.0)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.kernel_constraint = keras.constraints.get(kernel_constraint)

@@ -35,7 +35,7 @@ class ClassMatrixCapsule(BaseMatrixCapsule):
         epsilon: Floor added to the routing's variances and amounts of
             data. Defaults to `1e-6`.
         kernel_initializer: Initializer for the transformation matrices.
-            Defaults to `TruncatedNormal(stddev=0.5)`.
+            Defaults to `TruncatedNormal(stddev=1.0)`.
         kernel_regularizer: Optional regularizer for the kernel.
         kernel_constraint: Optional constraint for the kernel.
         beta_initializer: Initializer for `beta_u` and `beta_a` (one each

@@ -41,7 +41,7 @@ class ConvMatrixCapsule(BaseMatrixCapsule):
         epsilon: Floor added to the routing's variances and amounts of
             data. Defaults to `1e-6`.
         kernel_initializer: Initializer for the transformation matrices.
-            Defaults to `TruncatedNormal(stddev=0.5)`.
+            Defaults to `TruncatedNormal(stddev=1.0)`.
         kernel_regularizer: Optional regularizer for the kernel.
         kernel_constraint: Optional constraint for the kernel.
         beta_initializer: Initializer for `beta_u` and `beta_a` (one each
@@ -115,7 +115,13 @@ class ConvMatrixCapsule(BaseMatrixCapsule):
         self.output_grid(poses_shape)  # Checks the spatial size.
         side = self.pose_side
         self.add_kernel(
-            (*self.kernel_size, self.input_capsule_types, self.capsule_types, side, side)
+            (
+                *self.kernel_size,
+                self.input_capsule_types,
+                self.capsule_types,
+                side,
+                side,
+            )
         )
 
     def routing_op(self, poses: Any, activations: Any, kernel: Any) -> tuple:
@@ -125,7 +131,16 @@ class ConvMatrixCapsule(BaseMatrixCapsule):
         out_h, out_w = fields.shape[1], fields.shape[2]
         fields = ops.reshape(
             fields,
-            (-1, out_h, out_w, kernel_h, kernel_w, self.input_capsule_types, side, side),
+            (
+                -1,
+                out_h,
+                out_w,
+                kernel_h,
+                kernel_w,
+                self.input_capsule_types,
+                side,
+                side,
+            ),
         )
         votes = ops.einsum("byxuvipq,uvijqr->byxuvijpr", fields, kernel)
         votes = ops.reshape(
@@ -155,7 +170,9 @@ class ConvMatrixCapsule(BaseMatrixCapsule):
 
     def output_grid(self, poses_shape: tuple) -> tuple:
         grid = []
-        for size, kernel, stride in zip(poses_shape[1:3], self.kernel_size, self.strides):
+        for size, kernel, stride in zip(
+            poses_shape[1:3], self.kernel_size, self.strides
+        ):
             if size is not None and size < kernel:
                 raise ValueError(
                     f"`ConvMatrixCapsule` with kernel_size={self.kernel_size} needs "

@@ -128,7 +128,8 @@ class PrimaryMatrixCapsule(keras.layers.Layer):
         features = features + bias
         # Static sizes where known keep shapes known inside traced graphs.
         height, width = (
-            ops.shape(features)[axis] if features.shape[axis] is None
+            ops.shape(features)[axis]
+            if features.shape[axis] is None
             else features.shape[axis]
             for axis in (1, 2)
         )
@@ -143,7 +144,9 @@ class PrimaryMatrixCapsule(keras.layers.Layer):
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple:
         input_shape = tuple(input_shape)
         grid = []
-        for size, kernel, stride in zip(input_shape[1:3], self.kernel_size, self.strides):
+        for size, kernel, stride in zip(
+            input_shape[1:3], self.kernel_size, self.strides
+        ):
             if size is not None and size < kernel:
                 raise ValueError(
                     f"`PrimaryMatrixCapsule` with kernel_size={self.kernel_size} "

@@ -151,6 +151,7 @@ def test_parity_table_shows_every_pair(hooks, tmp_path):
         ("keras_capsules.ops", "ops.md"),
         ("keras_capsules.visualization", "visualization.md"),
         ("keras_capsules.datasets", "datasets.md"),
+        ("keras_capsules.callbacks", "callbacks.md"),
     ],
 )
 def test_api_reference_covers_every_public_name(module: str, page: str) -> None:

@@ -75,6 +75,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from keras import ops
 
 from keras_capsules._validation import (
@@ -158,6 +159,7 @@ def em_routing(
     def log_normalizer(logits: Any) -> Any:
         return ops.logsumexp(logits, axis=-1, keepdims=True)
 
+    num_children, num_parents = shape[-3], shape[-2]
     return _em(
         votes,
         activations,
@@ -167,6 +169,7 @@ def em_routing(
         final_inverse_temperature,
         epsilon,
         return_assignments,
+        np.full((num_children, num_parents), 1.0 / num_parents),
         log_normalizer,
     )
 
@@ -266,6 +269,25 @@ def conv_em_routing(
         log_sum = shift + _patches.extract(child_log, (kernel_h, kernel_w), strides)
         return ops.reshape(log_sum, (-1, out_h, out_w, children, 1))
 
+    # Each child starts uniform over its parents: the J types at each of
+    # the positions whose receptive fields hold it (a constant).
+    counts = np.zeros(
+        (strides[0] * (out_h - 1) + kernel_h, strides[1] * (out_w - 1) + kernel_w)
+    )
+    for u in range(kernel_h):
+        for v in range(kernel_w):
+            counts[u :: strides[0], v :: strides[1]][:out_h, :out_w] += 1
+    rows = np.arange(out_h)[:, None, None, None] * strides[0]
+    cols = np.arange(out_w)[None, :, None, None] * strides[1]
+    per_field = counts[
+        rows + np.arange(kernel_h)[None, None, :, None],
+        cols + np.arange(kernel_w)[None, None, None, :],
+    ]  # (out_h, out_w, kernel_h, kernel_w)
+    initial = np.broadcast_to(
+        1.0 / (per_field[..., None, None] * outputs),
+        (out_h, out_w, kernel_h, kernel_w, inputs, outputs),
+    ).reshape(out_h, out_w, children, outputs)
+
     results = _em(
         ops.reshape(votes, (-1, out_h, out_w, children, outputs, pose_size)),
         ops.reshape(activations, (-1, out_h, out_w, children)),
@@ -275,6 +297,7 @@ def conv_em_routing(
         final_inverse_temperature,
         epsilon,
         return_assignments,
+        initial,
         log_normalizer,
     )
     if not return_assignments:
@@ -296,12 +319,16 @@ def _em(
     final_inverse_temperature: float,
     epsilon: float,
     return_assignments: bool,
+    initial_assignments: np.ndarray,
     log_normalizer: Callable[[Any], Any],
 ) -> Any:
     """Procedure 1 on votes `(batch, ..., N, J, P)`.
 
-    `log_normalizer(logits)` maps logits `(batch, ..., N, J)` to the
-    log-sum-exp over every parent of each child, broadcastable to them.
+    `initial_assignments`, broadcastable to `(batch, ..., N, J)`, is `R`
+    before the first M-step (a constant: a traced computation of it would
+    be constant-folded at every batch size). `log_normalizer(logits)` maps
+    logits `(batch, ..., N, J)` to the log-sum-exp over every parent of
+    each child, broadcastable to them.
     """
     iterations = check_positive_int("routing_iterations", routing_iterations)
     final = check_positive_number(
@@ -317,9 +344,9 @@ def _em(
     beta_a = _per_parent("beta_a", beta_a, num_parents, stats)
     data_scale = num_parents / num_children
 
-    # Uniform over the parents of each child: the E-step of equal logits.
-    zeros = ops.zeros_like(votes[..., 0])
-    assignments = ops.exp(zeros - log_normalizer(zeros))
+    assignments = ops.convert_to_tensor(initial_assignments, dtype=stats) * (
+        ops.ones_like(weights)
+    )
     for t in range(1, iterations + 1):
         inverse_temperature = final * (1.0 - 0.95**t)
         # M-step.
