@@ -70,3 +70,22 @@ def test_symbolic_label_mismatch_is_rejected():
 def test_capsules_of_wrong_rank_are_rejected():
     with pytest.raises(ValueError, match=r"capsules.shape=\(None, 8\)"):
         Mask()(keras.Input((8,)))
+
+
+def test_each_of_two_digits_is_decoded_from_its_own_capsule():
+    # MultiMNIST's decoder reconstructs each digit from its own capsule: the
+    # capsules are masked once per label, each a one-hot.
+    rng = np.random.default_rng(4)
+    capsules = rng.normal(size=(3, 5, 4)).astype("float32")
+    labels = np.array([[0, 3], [2, 4], [1, 0]])
+    mask = Mask()
+    for column in range(2):
+        one_hot = np.eye(5, dtype="float32")[labels[:, column]]
+        masked = np.asarray(keras.ops.convert_to_numpy(mask([capsules, one_hot])))
+        masked = masked.reshape(3, 5, 4)
+        for example, label in enumerate(labels[:, column]):
+            np.testing.assert_array_equal(
+                masked[example, label], capsules[example, label]
+            )
+            others = np.delete(masked[example], label, axis=0)
+            np.testing.assert_array_equal(others, 0.0)

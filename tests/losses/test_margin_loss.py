@@ -76,3 +76,18 @@ def test_shape_mismatch_is_a_value_error_with_both_shapes():
 def test_negative_arguments_are_rejected(argument):
     with pytest.raises(ValueError, match=f"`{argument}`.*Received: {argument}=-1"):
         MarginLoss(**{argument: -1})
+
+
+def test_two_digit_targets_of_multi_mnist():
+    # MultiMNIST: both classes of an overlay are present, T_k = 1 for each;
+    # eq. 4 then asks both capsules to be long and the others short.
+    rng = np.random.default_rng(3)
+    first = rng.integers(0, 10, 8)
+    second = (first + rng.integers(1, 10, 8)) % 10
+    y_true = np.zeros((8, 10), "float32")
+    y_true[np.arange(8), first] = y_true[np.arange(8), second] = 1.0
+    y_pred = rng.uniform(size=(8, 10)).astype("float32")
+    expected = numpy_reference.margin_loss(y_true, y_pred).mean()
+    np.testing.assert_allclose(float(MarginLoss()(y_true, y_pred)), expected, rtol=1e-5)
+    both_long = np.where(y_true == 1, 0.95, 0.05).astype("float32")
+    assert float(MarginLoss()(y_true, both_long)) == 0.0
