@@ -100,13 +100,13 @@ def render_coupling(docs_dir: Path) -> str:
     )
 
 
-def render_example_run(docs_dir: Path) -> str:
-    directory = docs_dir / "assets" / "example"
+def render_example_run(docs_dir: Path, folder: str = "example") -> str:
+    directory = docs_dir / "assets" / folder
     metrics_path = directory / "metrics.json"
     if not metrics_path.exists():
         return _pending(
-            "the run of the MNIST example, `assets/example/metrics.json`",
-            "It is made by `examples/capsnet_mnist.py`; see `assets/example/README.md`.",
+            f"the run of the MNIST example, `assets/{folder}/metrics.json`",
+            f"It is made by `examples/capsnet_mnist.py`; see `assets/{folder}/README.md`.",
         )
     metrics = _read_json(metrics_path)
     out = []
@@ -129,6 +129,7 @@ def render_example_run(docs_dir: Path) -> str:
             "training",
             f"{metrics['epochs']} epochs on {metrics['train_samples']:,} images",
         ],
+        *_accuracy_per_epoch(metrics),
         [
             "backend",
             f"{metrics['backend']} (Keras {metrics['keras_version']}), {metrics.get('devices', 1)} device(s)",
@@ -146,9 +147,26 @@ def render_example_run(docs_dir: Path) -> str:
     return "\n".join(out)
 
 
+def _accuracy_per_epoch(metrics: dict) -> list[list[str]]:
+    """A table row of the test accuracy after each epoch, when it was logged."""
+    accuracies = metrics.get("history", {}).get("val_lengths_accuracy")
+    if not accuracies:
+        return []
+    cells = ", ".join(f"{i}: {a:.2%}" for i, a in enumerate(accuracies, start=1))
+    return [["test accuracy after each epoch", cells]]
+
+
+def render_efficient_run(docs_dir: Path) -> str:
+    return render_example_run(docs_dir, "efficient_capsnet")
+
+
+def render_efficient_readme(docs_dir: Path) -> str:
+    return render_example_readme(docs_dir, "efficient_capsnet")
+
+
 # Below this many training images seen (epochs x images), the decoder of the
 # example has not learned much yet, and the page says so.
-SHORT_RUN_IMAGES = 300_000
+SHORT_RUN_IMAGES = 100_000
 
 
 def render_example_caveat(docs_dir: Path) -> str:
@@ -157,6 +175,15 @@ def render_example_caveat(docs_dir: Path) -> str:
         return ""
     metrics = _read_json(metrics_path)
     seen = metrics["epochs"] * metrics["train_samples"]
+    planned = metrics.get("args", {}).get("epochs")
+    if seen >= SHORT_RUN_IMAGES and planned and metrics["epochs"] < planned:
+        return (
+            '!!! note "A run in progress"\n\n'
+            f"    This run was started for {planned} epochs and is shown after "
+            f"{metrics['epochs']}: it checkpoints every epoch and continues when "
+            "the same command is run again. The numbers and pictures are those of "
+            "the model after the last finished epoch.\n"
+        )
     if seen >= SHORT_RUN_IMAGES:
         return ""
     minutes = metrics["seconds_per_epoch"] * metrics["epochs"] / 60
@@ -187,9 +214,9 @@ def _readme_command(readme: Path) -> str | None:
     return None
 
 
-def render_example_readme(docs_dir: Path) -> str:
+def render_example_readme(docs_dir: Path, folder: str = "example") -> str:
     """The run's README, folded: how it was made and what it was compared with."""
-    readme = docs_dir / "assets" / "example" / "README.md"
+    readme = docs_dir / "assets" / folder / "README.md"
     if not readme.exists():
         return ""
     body = []
@@ -200,8 +227,7 @@ def render_example_readme(docs_dir: Path) -> str:
         body.append(f"**{heading.group(1)}**" if heading else line)
     indented = "\n".join("    " + line if line.strip() else "" for line in body)
     return (
-        '??? info "How this run was made, and how it compares with a hand-written '
-        'PyTorch CapsNet (`assets/example/README.md`)"\n\n'
+        f'??? info "How this run was made (`assets/{folder}/README.md`)"\n\n'
         + indented.strip("\n")
         + "\n"
     )
@@ -398,6 +424,8 @@ RENDERERS = {
     "example-run": render_example_run,
     "example-caveat": render_example_caveat,
     "example-readme": render_example_readme,
+    "efficient-run": render_efficient_run,
+    "efficient-readme": render_efficient_readme,
     "parity": render_parity,
     "benchmarks": render_benchmarks,
 }
