@@ -60,9 +60,10 @@ DEFAULT_CONTENDERS = {
 SMOKE_CONTENDERS = {
     "tensorflow": ("keras", "torch"),
     "torch": ("keras", "torch"),
-    # The hand-written twin of the default ("auto") Keras CapsNet on JAX.
-    "jax": ("keras", "jax-s2d"),
-    "jax-noynn": ("keras", "jax-s2d"),
+    # `jax-s2d` is the hand-written twin of the default ("auto") Keras
+    # CapsNet on JAX; it has no routing-only bench, `jax` has.
+    "jax": ("keras", "jax", "jax-s2d"),
+    "jax-noynn": ("keras", "jax", "jax-s2d"),
 }
 # glibc returns every block over 32 MiB to the kernel on free, so each big
 # eager op pays ~9000 page faults for fresh zeroed pages (3x slower at these
