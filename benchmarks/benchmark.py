@@ -11,6 +11,7 @@ Writes `results.json`, `results.md` and `results.png` into `--output`.
     python benchmarks/benchmark.py                  # full run, CPU
     python benchmarks/benchmark.py --smoke          # seconds, for CI
     python benchmarks/benchmark.py --backends jax --benches routing
+    python benchmarks/benchmark.py --benches efficient-capsnet,matrix-capsnet
 
 See benchmarks/README.md for the method and the results.
 """
@@ -45,6 +46,8 @@ PROCESS_SETTINGS = {
 
 # Each backend's Keras contenders; the hand-written baselines run beside
 # them in the same process, so every ratio compares interleaved timings.
+# `common.runs` says which contender runs on which bench: Efficient-CapsNet
+# and the matrix capsules have a PyTorch twin only, timed in every process.
 DEFAULT_CONTENDERS = {
     "tensorflow": (
         "keras", "keras-jit", "keras-jit-s2d", "keras-stopgrad", "keras-bf16", "torch",
@@ -61,9 +64,10 @@ SMOKE_CONTENDERS = {
     "tensorflow": ("keras", "torch"),
     "torch": ("keras", "torch"),
     # `jax-s2d` is the hand-written twin of the default ("auto") Keras
-    # CapsNet on JAX; it has no routing-only bench, `jax` has.
-    "jax": ("keras", "jax", "jax-s2d"),
-    "jax-noynn": ("keras", "jax", "jax-s2d"),
+    # CapsNet on JAX; it has no routing-only bench, `jax` has. `torch` is
+    # the only twin of Efficient-CapsNet and of the matrix capsules.
+    "jax": ("keras", "jax", "jax-s2d", "torch"),
+    "jax-noynn": ("keras", "jax", "jax-s2d", "torch"),
 }
 # glibc returns every block over 32 MiB to the kernel on free, so each big
 # eager op pays ~9000 page faults for fresh zeroed pages (3x slower at these
@@ -83,7 +87,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps")
     parser.add_argument("--memory-steps", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=common.BATCH_SIZE)
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="images per step for every bench (default: each bench's own, "
+        f"{common.BATCH_SIZES})",
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny run to check the plumbing"
     )
@@ -110,11 +120,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         parser.error(f"unknown backends {sorted(unknown)}")
+    unknown = set(args.benches) - set(common.BENCHES)
+    if unknown:
+        parser.error(f"unknown benches {sorted(unknown)}; known: {common.BENCHES}")
+    args.batches = {
+        bench: args.batch or common.BATCH_SIZES[bench] for bench in args.benches
+    }
     if args.smoke:
         # One step each (that step compiles); batch 2, since XLA's CPU
         # gradient of the strided primary-capsule convolution is slow.
         args.steps, args.repeats, args.warmup, args.memory_steps = 1, 1, 0, 1
-        args.batch = min(args.batch, 2)
+        args.batches = {bench: min(size, 2) for bench, size in args.batches.items()}
     plan = dict(SMOKE_CONTENDERS if args.smoke else DEFAULT_CONTENDERS)
     for item in args.contenders:
         backend, _, names = item.partition("=")
@@ -172,8 +188,8 @@ def run_worker(backend: str, args: argparse.Namespace, worker_args: list[str]) -
         command = [
             sys.executable,
             str(HERE / "worker.py"),
-            "--batch",
-            str(args.batch),
+            "--batches",
+            ",".join(f"{bench}={size}" for bench, size in args.batches.items()),
             "--device",
             args.device,
             "--capsnet-source",
@@ -223,7 +239,7 @@ def main(argv=None) -> dict:
             key: getattr(args, key)
             for key in (
                 "device",
-                "batch",
+                "batches",
                 "steps",
                 "repeats",
                 "warmup",

@@ -21,7 +21,11 @@ A variant name is `keras` plus options joined by `-`:
   each convolution.
 
 Steps go through `Model.train_on_batch` / `Model.predict_on_batch`, the
-compiled train / predict functions a user gets from `compile`.
+compiled train / predict functions a user gets from `compile`. The
+`efficient-capsnet` and `matrix-capsnet` benches train
+`keras_capsules.models.EfficientCapsNet` (margin loss + 0.0005 x
+reconstruction, as examples/capsnet_mnist.py) and
+`keras_capsules.models.MatrixCapsNet` (spread loss) with their defaults.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import common
 import keras
 
 from keras_capsules.layers import Length, Mask, PrimaryCapsule, RoutingCapsule
-from keras_capsules.losses import MarginLoss, ReconstructionLoss
-from keras_capsules.models import CapsNet
+from keras_capsules.losses import MarginLoss, ReconstructionLoss, SpreadLoss
+from keras_capsules.models import CapsNet, EfficientCapsNet, MatrixCapsNet
 
 OPTIONS = ("jit", "nojit", "stopgrad", "bf16", "cf", "s2d", "direct")
 
@@ -159,9 +163,17 @@ class KerasContender:
         keras.config.set_dtype_policy(options["dtype_policy"])
         try:
             sg = options["stop_gradient_on_agreement"]
+            # `ReconstructionLoss` carries the 0.0005 weight itself.
+            reconstruction = ReconstructionLoss(weight=common.RECONSTRUCTION_WEIGHT)
             if bench == "routing":
                 self.model = self.infer_model = routing_model(sg)
-                loss, loss_weights = MarginLoss(), None
+                loss = MarginLoss()
+            elif bench == "efficient-capsnet":
+                self.model = self.infer_model = EfficientCapsNet()
+                loss = [MarginLoss(), reconstruction]
+            elif bench == "matrix-capsnet":
+                self.model = self.infer_model = MatrixCapsNet()
+                loss = SpreadLoss(margin=common.SPREAD_MARGIN)
             else:
                 self.model, self.infer_model = capsnet(
                     sg,
@@ -169,14 +181,12 @@ class KerasContender:
                     options["data_format"],
                     options["conv_implementation"],
                 )
-                loss = [MarginLoss(), ReconstructionLoss()]
-                loss_weights = [1.0, common.RECONSTRUCTION_WEIGHT]
+                loss = [MarginLoss(), reconstruction]
         finally:
             keras.config.set_dtype_policy(previous_policy)
         self.model.compile(
-            optimizer=keras.optimizers.Adam(common.LEARNING_RATE),
+            optimizer=keras.optimizers.Adam(common.learning_rate(bench)),
             loss=loss,
-            loss_weights=loss_weights,
             jit_compile=options["jit_compile"],
         )
         if self.infer_model is not self.model:
@@ -190,7 +200,7 @@ class KerasContender:
             inputs = inputs.reshape((inputs.shape[0], *shape))
         inputs = keras.ops.convert_to_tensor(inputs)
         labels = keras.ops.convert_to_tensor(batch["labels"])
-        if bench == "routing":
+        if bench in ("routing", "matrix-capsnet"):
             self.x, self.y = inputs, labels
         else:
             self.x, self.y = (inputs, labels), (labels, inputs)

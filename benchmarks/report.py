@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import common
+
 METHOD = {
     "timing": (
         "One subprocess per Keras backend. In it the Keras contenders and the "
@@ -25,7 +27,8 @@ METHOD = {
         "more steps run. peak_rss_delta_mb = peak RSS of those steps - RSS "
         "after build, so it counts activations, gradients, optimiser state "
         "and whatever the framework keeps cached from the first steps, not "
-        "the compiler's transient peak (kept as first_steps_peak_rss_delta_mb)."
+        "the compiler's transient peak (kept as first_steps_peak_rss_delta_mb). "
+        "peak_rss_per_image_mb divides it by the bench's batch size."
     ),
 }
 
@@ -57,6 +60,10 @@ def rows(result: dict) -> list[dict]:
         found = memory.get((owner, contender, *key))
         return None if found is None else found["peak_rss_delta_mb"]
 
+    def batch_of(record):
+        # Records from before per-bench batch sizes carry none: one batch.
+        return record.get("batch") or result["settings"].get("batch")
+
     out = []
     for record in result["timing"]:
         key = _key(record)
@@ -79,6 +86,7 @@ def rows(result: dict) -> list[dict]:
             ),
             None,
         )
+        batch = batch_of(record)
         out.append(
             {
                 "bench": record["bench"],
@@ -86,9 +94,13 @@ def rows(result: dict) -> list[dict]:
                 "process": record["process"],
                 "contender": record["contender"],
                 "label": record["label"],
+                "batch": batch,
                 "images_per_s": record["images_per_s"],
                 "step_ms": 1000 * record["best_step_s"],
                 "peak_rss_delta_mb": own_peak,
+                "peak_rss_per_image_mb": (
+                    None if own_peak is None or not batch else own_peak / batch
+                ),
                 "vs_torch": None
                 if torch_speed is None
                 else record["images_per_s"] / torch_speed,
@@ -188,6 +200,21 @@ def _fmt(value, digits=0, suffix=""):
     return f"{value:,.{digits}f}{suffix}"
 
 
+def batches_text(settings: dict) -> str:
+    """`batch 100 (routing, capsnet), 16 (efficient-capsnet)` or `batch 100`."""
+    batches = settings.get("batches")
+    if not batches:
+        return f"batch {settings.get('batch')}"
+    benches: dict[int, list[str]] = {}
+    for bench, size in batches.items():
+        benches.setdefault(size, []).append(bench)
+    if len(benches) == 1:
+        return f"batch {next(iter(benches))}"
+    return "batch " + ", ".join(
+        f"{size} ({', '.join(names)})" for size, names in benches.items()
+    )
+
+
 def markdown(result: dict) -> str:
     machine = result["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in sorted(result["versions"].items()))
@@ -195,20 +222,23 @@ def markdown(result: dict) -> str:
     lines = [
         f"Run {result['date']} on {machine.get('cpu_model')} "
         f"({machine.get('logical_cpus')} logical CPUs, {machine.get('memory_gib')} GiB), "
-        f"device {settings['device']}; batch {settings['batch']}, best of "
+        f"device {settings['device']}; {batches_text(settings)}, best of "
         f"{settings['repeats']} x {settings['steps']} steps, malloc {settings['malloc']}"
         f"{', SMOKE' if settings['smoke'] else ''}.  ",
         f"Versions: {versions}.",
         "",
-        "| bench | phase | contender | process | images/s | ms/step | peak RSS Δ MiB "
-        "| × torch | × JAX | mem × torch |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| bench | phase | contender | process | batch | images/s | ms/step "
+        "| peak RSS Δ MiB | MiB/image | × torch | × JAX | mem × torch |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         lines.append(
             f"| {r['bench']} | {r['phase']} | {r['label']} | {r['process']} "
+            f"| {_fmt(r.get('batch'))} "
             f"| {_fmt(r['images_per_s'], 1)} | {_fmt(r['step_ms'], 1)} "
-            f"| {_fmt(r['peak_rss_delta_mb'])} | {_fmt(r['vs_torch'], 2, 'x')} "
+            f"| {_fmt(r['peak_rss_delta_mb'])} "
+            f"| {_fmt(r.get('peak_rss_per_image_mb'), 1)} "
+            f"| {_fmt(r['vs_torch'], 2, 'x')} "
             f"| {_fmt(r['vs_jax'], 2, 'x')} | {_fmt(r['memory_vs_torch'], 2, 'x')} |"
         )
     if result.get("targets"):
@@ -239,9 +269,10 @@ def chart(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    order = {bench: index for index, bench in enumerate(common.BENCHES)}
     panels = sorted(
         {(r["bench"], r["phase"]) for r in result["rows"]},
-        key=lambda k: (k[0] != "routing", k[1] != "train"),
+        key=lambda k: (order.get(k[0], len(order)), k[1] != "train"),
     )
     fig, axes = plt.subplots(
         2, len(panels), figsize=(5.2 * len(panels), 9), squeeze=False
@@ -264,6 +295,7 @@ def chart(result: dict, path: Path) -> None:
         hatches = [
             "" if r["contender"].startswith("keras") else "//" for r in rows_here
         ]
+        batch = rows_here[0].get("batch")
         for row_index, (metric, title) in enumerate(
             (
                 ("images_per_s", "images/s (higher is better)"),
@@ -277,13 +309,14 @@ def chart(result: dict, path: Path) -> None:
                 bar.set_hatch(hatch)
             ax.set_yticks(range(len(values)), labels, fontsize=7)
             ax.invert_yaxis()
-            ax.set_title(f"{bench} {phase}: {title}", fontsize=9)
+            ax.set_title(f"{bench} {phase}, batch {batch}: {title}", fontsize=9)
             for index, value in enumerate(values):
-                ax.text(value, index, f" {value:,.0f}", va="center", fontsize=7)
+                digits = 0 if value >= 10 or value == 0 else 2
+                ax.text(value, index, f" {value:,.{digits}f}", va="center", fontsize=7)
     machine = result["machine"]
     fig.suptitle(
-        f"keras-capsules vs hand-written (hatched) CapsNets, batch "
-        f"{result['settings']['batch']} - {machine.get('cpu_model')}, "
+        "keras-capsules vs hand-written (hatched) CapsNets, "
+        f"{batches_text(result['settings'])} - {machine.get('cpu_model')}, "
         f"{machine.get('logical_cpus')} CPUs - {result['date'][:10]}",
         fontsize=10,
     )

@@ -138,22 +138,30 @@ class CapsNet(nn.Module):
 
 
 class Trainer:
-    """One optimiser step per call, Adam as in Keras (epsilon 1e-7)."""
+    """One optimiser step per call, Adam as in Keras (epsilon 1e-7).
+
+    The other hand-written PyTorch twins subclass it, overriding
+    `make_model` and `loss`.
+    """
 
     def __init__(
         self, bench: str, batch: dict, device: str = "cpu", channels_last: bool = False
     ):
         self.device = torch.device("cuda" if device == "gpu" else "cpu")
         self.bench = bench
-        self.model = (
-            RoutingOnly() if bench == "routing" else CapsNet(channels_last)
-        ).to(self.device)
+        self.model = self.make_model(channels_last).to(self.device)
         # foreach=True: one multi-tensor update instead of a loop over weights.
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=common.LEARNING_RATE, eps=1e-7, foreach=True
+            self.model.parameters(),
+            lr=common.learning_rate(bench),
+            eps=1e-7,
+            foreach=True,
         )
         self.inputs = torch.as_tensor(batch["inputs"], device=self.device)
         self.labels = torch.as_tensor(batch["labels"], device=self.device)
+
+    def make_model(self, channels_last: bool) -> nn.Module:
+        return RoutingOnly() if self.bench == "routing" else CapsNet(channels_last)
 
     def loss(self) -> torch.Tensor:
         if self.bench == "routing":

@@ -31,9 +31,14 @@ def _import_frameworks(contenders: list[str]) -> None:
 def make_contender(name: str, bench: str, batch: dict, args: argparse.Namespace):
     """The object with `train_step`, `infer_step`, `sync`, `num_params`."""
     if name == "torch":
-        import torch_capsnet
+        if bench == "efficient-capsnet":
+            import torch_efficient_capsnet as torch_twin
+        elif bench == "matrix-capsnet":
+            import torch_matrix_capsnet as torch_twin
+        else:
+            import torch_capsnet as torch_twin
 
-        return torch_capsnet.Trainer(bench, batch, device=args.device)
+        return torch_twin.Trainer(bench, batch, device=args.device)
     if name in ("jax", "jax-s2d"):
         import jax_capsnet
 
@@ -63,15 +68,31 @@ def release(contenders: dict) -> None:
     common.collect_garbage()
 
 
+def batch_size(bench: str, args: argparse.Namespace) -> int:
+    """`--batches` for this bench, else `--batch`, else the bench's default."""
+    return args.batches.get(bench) or args.batch or common.BATCH_SIZES[bench]
+
+
+def check_same_weights(bench: str, built: dict) -> None:
+    """Every contender of a bench trains the same number of weights."""
+    counts = {name: contender.num_params() for name, contender in built.items()}
+    if len(set(counts.values())) > 1:
+        raise RuntimeError(
+            f"The contenders of bench {bench!r} differ in weight count: {counts}"
+        )
+
+
 def run_timing(args: argparse.Namespace) -> list[dict]:
     records = []
     for bench in args.benches:
-        batch = common.synthetic_batch(bench, args.batch)
+        images = batch_size(bench, args)
+        batch = common.synthetic_batch(bench, images)
         built = {
             name: make_contender(name, bench, batch, args)
             for name in args.contenders
             if any(common.runs(name, bench, phase) for phase in common.PHASES[bench])
         }
+        check_same_weights(bench, built)
         runners = []
         for name, contender in built.items():
             for phase in common.PHASES[bench]:
@@ -93,8 +114,9 @@ def run_timing(args: argparse.Namespace) -> list[dict]:
                 "contender": name,
                 "label": label(name),
                 "params": contender.num_params(),
+                "batch": images,
                 **timing,
-                "images_per_s": args.batch / timing["best_step_s"],
+                "images_per_s": images / timing["best_step_s"],
             }
             if hasattr(contender, "resolved_jit_compile"):
                 record["jit_compile"] = contender.resolved_jit_compile
@@ -165,6 +187,7 @@ def measure_memory(
         "phase": phase,
         "contender": name,
         "label": label(name),
+        "batch": batch_size(bench, args),
         "rss_before_steps_mb": built_rss / mib,
         "peak_rss_delta_mb": (peak - built_rss) / mib,
         "first_steps_peak_rss_delta_mb": (first_peak - built_rss) / mib,
@@ -182,7 +205,7 @@ def run_memory(args: argparse.Namespace) -> list[dict]:
     (task,) = args.tasks
     name, bench, phase = task.split(":")
     contender = make_contender(
-        name, bench, common.synthetic_batch(bench, args.batch), args
+        name, bench, common.synthetic_batch(bench, batch_size(bench, args)), args
     )
     return [measure_memory(contender, name, bench, phase, args)]
 
@@ -201,7 +224,7 @@ def versions() -> dict[str, str]:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mode", choices=("timing", "memory"), default="timing")
-    parser.add_argument("--benches", default="routing,capsnet")
+    parser.add_argument("--benches", default=",".join(common.BENCHES))
     parser.add_argument(
         "--tasks", default="", help="memory mode: contender:bench:phase"
     )
@@ -215,7 +238,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=common.BATCH_SIZE)
+    parser.add_argument(
+        "--batch", type=int, default=None, help="every bench (default: its own)"
+    )
+    parser.add_argument("--batches", default="", help="per bench: BENCH=N,...")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument(
         "--capsnet-source", choices=("model", "layers"), default="model"
@@ -225,6 +251,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.contenders = [name for name in args.contenders.split(",") if name]
     args.benches = args.benches.split(",")
     args.tasks = [task for task in args.tasks.split(",") if task]
+    args.batches = {
+        bench: int(size)
+        for bench, _, size in (item.partition("=") for item in args.batches.split(","))
+        if bench
+    }
     return args
 
 

@@ -1,7 +1,9 @@
 """`benchmarks/benchmark.py --smoke` runs end to end and writes well-formed results.
 
 Only the current backend's Keras contender and its hand-written baseline run,
-on tiny batches, so this checks the plumbing, not the speed.
+on tiny batches, so this checks the plumbing, not the speed. The routing and
+CapsNet benches here; Efficient-CapsNet and the matrix capsules in
+`test_benchmark_twins.py`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ def smoke_result(tmp_path_factory) -> dict:
             "--smoke",
             "--backends",
             backend,
+            "--benches",
+            "routing,capsnet",
             "--output",
             str(output),
         ],
