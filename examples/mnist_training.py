@@ -131,13 +131,18 @@ def validation_set(x_test: Any, y_test: Any, batch_size: int, devices: int) -> A
 def training_callbacks(
     keras: Any, args: argparse.Namespace, batches: Any, backup_dir: Path, log_path: Path
 ) -> list[Any]:
-    """Learning-rate decay, epoch timing, NaN stop, checkpoint/resume, CSV log."""
+    """Learning-rate decay, epoch timing, NaN stop, checkpoint/resume, CSV log.
+
+    `batches`, when not `None`, is told the epoch (its `epoch` attribute) at
+    the start of each one, so that a resumed run draws that epoch's batches.
+    """
 
     class EpochClock(keras.callbacks.Callback):
         """Tells the data its epoch and records each epoch's seconds in the logs."""
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            batches.epoch = epoch
+            if batches is not None:
+                batches.epoch = epoch
             self.started = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
