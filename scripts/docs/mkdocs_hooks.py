@@ -21,10 +21,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
 from mkdocs.exceptions import PluginError
+
+# MkDocs loads this file by path; its sibling modules are imported from here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import experiment_results  # noqa: E402
 
 log = logging.getLogger("mkdocs.hooks.keras_capsules")
 
@@ -428,6 +433,11 @@ RENDERERS = {
     "efficient-readme": render_efficient_readme,
     "parity": render_parity,
     "benchmarks": render_benchmarks,
+    "multi-mnist": lambda docs: experiment_results.render_multi_mnist(docs, _pending),
+    "affine": lambda docs: experiment_results.render_affine(docs, _pending),
+    "matrix-capsnet-run": lambda docs: experiment_results.render_matrix_capsnet(
+        docs, _pending
+    ),
 }
 
 

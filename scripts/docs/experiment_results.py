@@ -1,0 +1,175 @@
+"""Renderings of the capsule experiments' `metrics.json` for the docs hooks.
+
+Each function takes the docs folder and returns Markdown; when the run is
+not in the repository yet, a "Results pending" admonition naming the
+command that makes it (`pending`, passed in by the hooks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Pending = Callable[[str, str], str]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def readme_command(readme: Path, script: str) -> str | None:
+    """The first `python examples/SCRIPT ...` command of a run's README."""
+    if not readme.exists():
+        return None
+    lines = readme.read_text().splitlines()
+    for index, line in enumerate(lines):
+        if line.strip().startswith("python") and script in line:
+            command = [line.strip()]
+            while command[-1].endswith("\\") and index + 1 < len(lines):
+                index += 1
+                command.append("    " + lines[index].strip())
+            return "\n".join(command)
+    return None
+
+
+def _run_header(directory: Path, script: str, metrics: dict) -> list[str]:
+    out = []
+    command = readme_command(directory / "README.md", script)
+    if command:
+        out.append("The run on this page:\n\n```bash\n" + command + "\n```\n")
+    return out
+
+
+def _machine(metrics: dict) -> str:
+    return (
+        f"{metrics['backend']} backend (Keras {metrics['keras_version']}), "
+        f"{metrics['machine']}"
+    )
+
+
+def render_multi_mnist(docs_dir: Path, pending: Pending) -> str:
+    directory = docs_dir / "assets" / "multi_mnist"
+    path = directory / "metrics.json"
+    if not path.exists():
+        return pending(
+            "the MultiMNIST run, `assets/multi_mnist/metrics.json`",
+            "It is made by `examples/multi_mnist.py`.",
+        )
+    metrics = json.loads(path.read_text())
+    accuracies = metrics["history"].get("val_lengths_accuracy", [])
+    rows = [
+        [
+            "error (both labels in the top 2)",
+            f"**{metrics['test_error']:.2%}** on {metrics['test_pairs']:,} test pairs",
+            f"{metrics['paper_test_error']:.1%}",
+        ],
+        [
+            "training pairs seen",
+            f"{metrics['train_pairs_seen']:,} ({metrics['epochs']} epoch(s) of "
+            f"{metrics['train_pairs_per_epoch']:,} new pairs)",
+            f"{metrics['paper_train_pairs']:,}",
+        ],
+        ["weights", f"{metrics['parameters']:,}", "about 11M"],
+        [
+            "time",
+            f"{sum(metrics['epoch_seconds']) / 60:.0f} min "
+            f"({metrics['train_images_per_second']:.0f} training pairs/s)",
+            "GPU, not given",
+        ],
+    ]
+    if len(accuracies) > 1:
+        cells = ", ".join(f"{i}: {a:.2%}" for i, a in enumerate(accuracies, start=1))
+        rows.append(["accuracy after each epoch", cells, ""])
+    out = _run_header(directory, "multi_mnist.py", metrics)
+    out.append(_table(["", "this run", "Sabour et al. 2017"], rows))
+    out.append(f"Machine: {_machine(metrics)}.\n")
+    return "\n".join(out)
+
+
+def render_affine(docs_dir: Path, pending: Pending) -> str:
+    directory = docs_dir / "assets" / "affine_robustness"
+    path = directory / "metrics.json"
+    if not path.exists():
+        return pending(
+            "the affine-robustness run, `assets/affine_robustness/metrics.json`",
+            "It is made by `examples/affine_robustness.py`.",
+        )
+    metrics = json.loads(path.read_text())
+    accuracy, paper = metrics["test_accuracy"], metrics["paper_test_accuracy"]
+    budget = {
+        "capsnet": f"{metrics['capsnet_epochs']} epoch(s) of "
+        f"{metrics['train_digits']:,} digits, {metrics['capsnet_seconds'] / 60:.0f} min",
+        "cnn": f"{metrics['cnn_rounds']} round(s) of {metrics['cnn_round_images']:,} "
+        f"digits, {metrics['cnn_seconds'] / 60:.0f} min",
+    }
+    rows = [
+        [
+            name,
+            f"{metrics['parameters'][model]:,}",
+            f"{accuracy[model]['expanded']:.2%}",
+            f"**{accuracy[model]['affnist']:.2%}**",
+            f"{paper[model]['expanded']:.2%} / {paper[model]['affnist']:.0%}",
+            budget[model],
+        ]
+        for model, name in (("capsnet", "CapsNet"), ("cnn", "CNN baseline"))
+    ]
+    out = _run_header(directory, "affine_robustness.py", metrics)
+    out.append(
+        _table(
+            [
+                "model",
+                "weights",
+                "expanded MNIST test",
+                "affNIST-like test",
+                "paper (expanded / affNIST)",
+                "training",
+            ],
+            rows,
+        )
+    )
+    out.append(
+        f"Test sets: the {metrics['test_digits']:,} MNIST test digits, once "
+        "translated in 40x40 (expanded) and once under random affine "
+        f"transformations (affNIST-like). Machine: {_machine(metrics)}.\n"
+    )
+    return "\n".join(out)
+
+
+def render_matrix_capsnet(docs_dir: Path, pending: Pending) -> str:
+    directory = docs_dir / "assets" / "matrix_capsnet"
+    path = directory / "metrics.json"
+    if not path.exists():
+        return pending(
+            "the MNIST run of MatrixCapsNet, `assets/matrix_capsnet/metrics.json`",
+            "It is made by `examples/matrix_capsnet_mnist.py`.",
+        )
+    metrics = json.loads(path.read_text())
+    accuracies = metrics.get("history", {}).get("val_accuracy", [])
+    rows = [
+        [
+            "test accuracy",
+            f"**{metrics['test_accuracy']:.2%}** on {metrics['test_samples']:,} "
+            "MNIST test images",
+        ],
+        [
+            "training",
+            f"{metrics['epochs']} epoch(s) on {metrics['train_samples']:,} images",
+        ],
+        ["weights", f"{metrics['parameters']:,}"],
+        [
+            "time per epoch",
+            f"{metrics['seconds_per_epoch']:.0f} s "
+            f"({metrics['train_images_per_second']:.0f} training images/s)",
+        ],
+    ]
+    if accuracies:
+        cells = ", ".join(f"{i}: {a:.2%}" for i, a in enumerate(accuracies, start=1))
+        rows.append(["test accuracy after each epoch", cells])
+    out = _run_header(directory, "matrix_capsnet_mnist.py", metrics)
+    out.append(_table(["", "this run"], rows))
+    out.append(f"Machine: {_machine(metrics)}.\n")
+    return "\n".join(out)
