@@ -7,7 +7,8 @@ from keras import ops
 
 from keras_capsules._validation import normalize_pair
 from keras_capsules.layers.base_matrix_capsule import BaseMatrixCapsule
-from keras_capsules.ops import _patches, conv_em_routing
+from keras_capsules.ops import _patches
+from keras_capsules.ops.routing.em import conv_em_routing_by_parent
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
@@ -142,29 +143,30 @@ class ConvMatrixCapsule(BaseMatrixCapsule):
                 side,
             ),
         )
-        votes = ops.einsum("byxuvipq,uvijqr->byxuvijpr", fields, kernel)
+        # Laid out by parent, as the routing wants them: see
+        # `conv_em_routing_by_parent`.
+        votes = ops.einsum("byxuvipq,uvijqr->byxjuvipr", fields, kernel)
         votes = ops.reshape(
             votes,
             (
                 -1,
                 out_h,
                 out_w,
-                kernel_h,
-                kernel_w,
-                self.input_capsule_types,
                 self.capsule_types,
+                kernel_h * kernel_w * self.input_capsule_types,
                 self.pose_size,
             ),
         )
-        return conv_em_routing(
+        return conv_em_routing_by_parent(
             votes,
             _patches.extract(activations, self.kernel_size, self.strides),
             self.beta_u,
             self.beta_a,
-            strides=self.strides,
-            routing_iterations=self.routing_iterations,
-            final_inverse_temperature=self.final_inverse_temperature,
-            epsilon=self.epsilon,
+            self.kernel_size,
+            self.strides,
+            self.routing_iterations,
+            self.final_inverse_temperature,
+            self.epsilon,
             return_assignments=True,
         )
 

@@ -157,11 +157,11 @@ def em_routing(
         )
 
     def log_normalizer(logits: Any) -> Any:
-        return ops.logsumexp(logits, axis=-1, keepdims=True)
+        return ops.logsumexp(logits, axis=-2, keepdims=True)
 
     num_children, num_parents = shape[-3], shape[-2]
     return _em(
-        votes,
+        ops.swapaxes(votes, -2, -3),
         activations,
         beta_u,
         beta_a,
@@ -251,14 +251,54 @@ def conv_em_routing(
             f"activations.shape={tuple(activations.shape)}"
         )
     out_h, out_w, kernel_h, kernel_w, inputs, outputs, pose_size = shape[1:]
-    children = kernel_h * kernel_w * inputs
+    votes = ops.reshape(
+        votes, (-1, out_h, out_w, kernel_h * kernel_w * inputs, outputs, pose_size)
+    )
+    return conv_em_routing_by_parent(
+        ops.swapaxes(votes, -2, -3),
+        activations,
+        beta_u,
+        beta_a,
+        (kernel_h, kernel_w),
+        strides,
+        routing_iterations,
+        final_inverse_temperature,
+        epsilon,
+        return_assignments,
+    )
+
+
+def conv_em_routing_by_parent(
+    votes: Any,
+    activations: Any,
+    beta_u: Any,
+    beta_a: Any,
+    kernel_size: tuple[int, int],
+    strides: tuple[int, int],
+    routing_iterations: int,
+    final_inverse_temperature: float,
+    epsilon: float,
+    return_assignments: bool,
+) -> Any:
+    """`conv_em_routing` of votes laid out by parent, for the layers.
+
+    `votes` has shape `(batch, out_h, out_w, output_capsules, kernel_h *
+    kernel_w * input_capsules, pose_size)`, the children in the order of
+    `conv_em_routing`'s `(kernel_h, kernel_w, input_capsules)` axes. A
+    layer that computes its votes in this order spares the transposition
+    of the largest tensor of the network (see `_em`); the arguments are
+    those of `conv_em_routing`, already validated.
+    """
+    out_h, out_w, outputs, children, _ = votes.shape[1:]
+    kernel_h, kernel_w = kernel_size
+    inputs = children // (kernel_h * kernel_w)
     field_shape = (-1, out_h, out_w, kernel_h, kernel_w, inputs)
 
     def log_normalizer(logits: Any) -> Any:
         # log sum_k exp(logits[k]) over every parent k of each child, at
         # every position: shift by the child's largest logit, place the
         # receptive fields back on the input grid, gather them again.
-        logits = ops.reshape(logits, (*field_shape, outputs))
+        logits = ops.reshape(ops.swapaxes(logits, -1, -2), (*field_shape, outputs))
         local_max = ops.stop_gradient(ops.max(logits, axis=-1))
         child_max = _patches.fold(local_max, strides, "max")
         shift = _patches.extract(child_max, (kernel_h, kernel_w), strides)
@@ -267,7 +307,7 @@ def conv_em_routing(
         # >= 1 where a child has parents; uncovered positions are never read.
         child_log = ops.log(ops.where(child_sum > 0, child_sum, 1.0))
         log_sum = shift + _patches.extract(child_log, (kernel_h, kernel_w), strides)
-        return ops.reshape(log_sum, (-1, out_h, out_w, children, 1))
+        return ops.reshape(log_sum, (-1, out_h, out_w, 1, children))
 
     # Each child starts uniform over its parents: the J types at each of
     # the positions whose receptive fields hold it (a constant).
@@ -289,7 +329,7 @@ def conv_em_routing(
     ).reshape(out_h, out_w, children, outputs)
 
     results = _em(
-        ops.reshape(votes, (-1, out_h, out_w, children, outputs, pose_size)),
+        votes,
         ops.reshape(activations, (-1, out_h, out_w, children)),
         beta_u,
         beta_a,
@@ -322,13 +362,20 @@ def _em(
     initial_assignments: np.ndarray,
     log_normalizer: Callable[[Any], Any],
 ) -> Any:
-    """Procedure 1 on votes `(batch, ..., N, J, P)`.
+    """Procedure 1 on votes laid out by parent, `(batch, ..., J, N, P)`.
 
     `initial_assignments`, broadcastable to `(batch, ..., N, J)`, is `R`
     before the first M-step (a constant: a traced computation of it would
     be constant-folded at every batch size). `log_normalizer(logits)` maps
-    logits `(batch, ..., N, J)` to the log-sum-exp over every parent of
+    logits `(batch, ..., J, N)` to the log-sum-exp over every parent of
     each child, broadcastable to them.
+
+    In this layout every sum over the children is a batched matrix product,
+    and an iteration forms only two vote-sized tensors, the deviations from
+    the means and their squares (the E-step's exponent is the product of
+    the squares with the inverse variances). The deviations add the
+    negated means, rather than subtract them, so that the backward pass
+    does not negate a vote-sized gradient.
     """
     iterations = check_positive_int("routing_iterations", routing_iterations)
     final = check_positive_number(
@@ -337,47 +384,49 @@ def _em(
     epsilon = check_positive_number("epsilon", epsilon)
     dtype = dtype_name(votes)
     stats = statistics_dtype(dtype)
+    num_parents, num_children, pose_size = votes.shape[-3:]
     votes = ops.cast(votes, stats)
-    num_children, num_parents, pose_size = votes.shape[-3:]
-    weights = ops.expand_dims(ops.cast(activations, stats), -1)  # (..., N, 1)
-    beta_u = _per_parent("beta_u", beta_u, num_parents, stats)
-    beta_a = _per_parent("beta_a", beta_a, num_parents, stats)
+    weights = ops.expand_dims(ops.cast(activations, stats), -2)  # (..., 1, N)
+    beta_u = ops.expand_dims(_per_parent("beta_u", beta_u, num_parents, stats), -1)
+    beta_a = ops.expand_dims(_per_parent("beta_a", beta_a, num_parents, stats), -1)
     data_scale = num_parents / num_children
 
-    assignments = ops.convert_to_tensor(initial_assignments, dtype=stats) * (
-        ops.ones_like(weights)
-    )
+    initial = np.swapaxes(initial_assignments, -1, -2)
+    assignments = ops.convert_to_tensor(initial, dtype=stats) * ops.ones_like(weights)
     for t in range(1, iterations + 1):
         inverse_temperature = final * (1.0 - 0.95**t)
         # M-step.
-        weighted = assignments * weights  # (..., N, J)
-        data = ops.sum(weighted, axis=-2, keepdims=True)  # (..., 1, J)
-        share = ops.expand_dims(weighted / (data + epsilon), -1)
-        mean = ops.sum(share * votes, axis=-3, keepdims=True)  # (..., 1, J, P)
-        deviation = votes - mean
-        variance = (
-            ops.sum(share * ops.square(deviation), axis=-3, keepdims=True) + epsilon
-        )
-        log_variance = ops.log(variance)
-        cost = (pose_size * beta_u + 0.5 * ops.sum(log_variance, axis=-1)) * (
-            data * data_scale
-        )
-        logits = inverse_temperature * (beta_a - cost)  # (..., 1, J)
+        weighted = assignments * weights  # (..., J, N)
+        data = ops.sum(weighted, axis=-1, keepdims=True)  # (..., J, 1)
+        share = weighted / (data + epsilon)
+        mean = _sum_over_children(share, votes)  # (..., J, P)
+        squared = ops.square(votes + ops.expand_dims(-mean, -2))  # (..., J, N, P)
+        variance = _sum_over_children(share, squared) + epsilon
+        log_variance = ops.sum(ops.log(variance), axis=-1, keepdims=True)  # (..., J, 1)
+        cost = (pose_size * beta_u + 0.5 * log_variance) * (data * data_scale)
+        logits = inverse_temperature * (beta_a - cost)  # (..., J, 1)
         if t == iterations:
             break
         # E-step, in log space.
-        log_density = -0.5 * (
-            ops.sum(ops.square(deviation) / variance + log_variance, axis=-1)
-            + pose_size * _LOG_2PI
-        )
-        log_joint = ops.log_sigmoid(logits) + log_density  # (..., N, J)
+        exponent = ops.einsum("...jnp,...jp->...jn", squared, 1.0 / variance)
+        log_density = -0.5 * (exponent + log_variance + pose_size * _LOG_2PI)
+        log_joint = ops.log_sigmoid(logits) + log_density  # (..., J, N)
         assignments = ops.exp(log_joint - log_normalizer(log_joint))
 
-    poses = ops.cast(ops.squeeze(mean, axis=-3), dtype)
-    output_activations = ops.cast(ops.sigmoid(ops.squeeze(logits, axis=-2)), dtype)
+    poses = ops.cast(mean, dtype)
+    output_activations = ops.cast(ops.sigmoid(ops.squeeze(logits, axis=-1)), dtype)
     if not return_assignments:
         return poses, output_activations
-    return poses, output_activations, ops.cast(assignments, dtype)
+    return poses, output_activations, ops.cast(ops.swapaxes(assignments, -1, -2), dtype)
+
+
+def _sum_over_children(share: Any, values: Any) -> Any:
+    """`sum_n share[..., j, n] values[..., j, n, p]`, a batched matrix product.
+
+    An einsum, not `ops.matmul`: Keras's PyTorch `matmul` returns float32
+    for float64 operands.
+    """
+    return ops.einsum("...jn,...jnp->...jp", share, values)
 
 
 def _per_parent(name: str, beta: Any, num_parents: int, dtype: str) -> Any:
