@@ -32,9 +32,6 @@ it stopped (`--fresh` starts over).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,12 +41,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_training import (  # noqa: E402
-    DataError,
-    check_sample_counts,
     describe_machine,
-    load_data,
+    load_checked_data,
     read_training_log,
+    resumable_run_files,
+    select_keras_backend,
+    stopped_on_nan,
     training_callbacks,
+    write_metrics,
 )
 
 FRAME_SIZE = 40
@@ -158,13 +157,12 @@ def expanded_batches(
 
 
 def train_phase(
-    keras: Any, model: Any, batches: Any, epochs: int, args: Any, folder: Path,
-    validation: Any, extra_callbacks: list[Any],
-) -> Path:  # fmt: skip
-    """Fits with checkpoint/resume and a CSV log in `folder`; returns the log."""
-    backup_dir, log_path = folder / "backup", folder / "training_log.csv"
-    folder.mkdir(parents=True, exist_ok=True)
-    model.fit(
+    keras: Any, model: Any, batches: Any, epochs: int, args: Any,
+    files: tuple[Path, Path], validation: Any, extra_callbacks: list[Any],
+) -> Any:  # fmt: skip
+    """Fits with checkpoint/resume and a CSV log in `files` (backup, log)."""
+    backup_dir, log_path = files
+    return model.fit(
         batches,
         epochs=epochs,
         validation_data=validation,
@@ -175,7 +173,6 @@ def train_phase(
         ],
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    return log_path
 
 
 def accuracy_of(scores: Any, labels: Any) -> float:
@@ -206,9 +203,8 @@ def plot_affine_examples(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not select_keras_backend(args.backend):
+        return 2
     import keras
 
     from keras_capsules.datasets import affine_mnist, expanded_mnist
@@ -216,12 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     from keras_capsules.models import CapsNet
 
     keras.utils.set_random_seed(args.seed)
-    try:
-        (x_train, y_train), (x_test, y_test) = load_data(args.data)
-        check_sample_counts(args, len(x_train), len(x_test))
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+    data = load_checked_data(args)
+    if data is None:
         return 2
+    (x_train, y_train), (x_test, y_test) = data
     x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
     x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
     num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
@@ -236,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     output_dir = args.output_dir
-    if args.fresh:
-        for phase in ("capsnet", "cnn"):
-            shutil.rmtree(output_dir / phase, ignore_errors=True)
+    # Both at once: `--fresh` must clear the CNN's log before it is read below.
+    capsnet_files = resumable_run_files(output_dir / "capsnet", args.fresh)
+    cnn_files = resumable_run_files(output_dir / "cnn", args.fresh)
+    capsnet_log, cnn_log_path = capsnet_files[1], cnn_files[1]
 
     capsnet = CapsNet(image_shape=image_shape, num_classes=num_classes)
     capsnet.compile(
@@ -246,14 +241,13 @@ def main(argv: list[str] | None = None) -> int:
         loss=[MarginLoss(), ReconstructionLoss(weight=args.recon_weight)],
         metrics=[[keras.metrics.CategoricalAccuracy(name="accuracy")], []],
     )
-    capsnet_log = train_phase(
+    capsnet_history = train_phase(
         keras, capsnet,
         expanded_batches(x_train, y_train, num_classes, args, len(x_train), with_decoder=True),
-        args.capsnet_epochs, args, output_dir / "capsnet",
+        args.capsnet_epochs, args, capsnet_files,
         ((expanded_test, y_test), (y_test, expanded_test)), [],
     )  # fmt: skip
-    if not np.all(np.isfinite(read_training_log(capsnet_log).get("loss", [0.0]))):
-        print("error: the CapsNet loss became NaN", file=sys.stderr)
+    if stopped_on_nan(capsnet_history, capsnet_files[0]):
         return 1
 
     def capsnet_scores(images: Any) -> Any:
@@ -270,7 +264,6 @@ def main(argv: list[str] | None = None) -> int:
                 self.model.stop_training = True
 
     # Resuming a CNN that already reached the target trains no further.
-    cnn_log_path = output_dir / "cnn" / "training_log.csv"
     reached = read_training_log(cnn_log_path).get("val_accuracy", [])
     cnn = cnn_baseline(image_shape, num_classes)
     cnn.compile(
@@ -284,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     train_phase(
         keras, cnn,
         expanded_batches(x_train, y_train, num_classes, args_cnn, round_images, with_decoder=False),
-        rounds, args_cnn, output_dir / "cnn", (expanded_test, y_test),
+        rounds, args_cnn, cnn_files, (expanded_test, y_test),
         [StopAtTarget()],
     )  # fmt: skip
 
@@ -328,11 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         "keras_version": keras.__version__,
         "machine": describe_machine(),
         "history": logs,
-        "args": {
-            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-        },
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(output_dir / "metrics.json", metrics, args)
     print(f"outputs in {output_dir}")
     for model, splits in accuracies.items():
         print(

@@ -9,9 +9,9 @@ margin loss plus the 0.0005-weighted sum of squared pixel errors, random
 shifts of up to 2 pixels, Adam at 1e-3 decayed by 0.9 per epoch, batch 100.
 `--model efficient-capsnet` follows the authors' code of Mazzia et al.
 (2021): the same losses, Adam at 5e-4 decayed by 0.97 per epoch, batch 16,
-and their augmentation made of Keras preprocessing layers (rotation within
-30 degrees, a horizontal squish, a shift and a small erased patch; see
-`efficient_capsnet_augmentation`). Options left out take the model's recipe.
+and their augmentation (half the images rotated, mostly by a few degrees,
+each digit shifted within its margins, squished horizontally and given an
+erased 4x4 patch; see `efficient_capsnet_augmentation.py`). Options left out take the model's recipe.
 The test set is evaluated after every epoch. At the end the script prints
 one line `test accuracy: 0.XXXX` and writes into `--output-dir`: the trained
 model (`capsnet.keras` or `efficient_capsnet.keras`), the figures `reconstructions.png`, `perturbations.png`
@@ -32,9 +32,6 @@ read from the data.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,16 +40,19 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from efficient_capsnet_augmentation import augment  # noqa: E402
 from mnist_training import (  # noqa: E402
-    DataError,
-    check_sample_counts,
     describe_machine,
-    load_data,
+    load_checked_data,
     prepare,
     read_training_log,
+    resumable_run_files,
+    select_keras_backend,
     set_up_data_parallel,
+    stopped_on_nan,
     training_callbacks,
     validation_set,
+    write_metrics,
 )
 
 BACKENDS = ("tensorflow", "torch", "jax")
@@ -162,51 +162,20 @@ def training_batch(
     return random_shift(images[batch], args.shift, rng), labels[batch]
 
 
-def efficient_capsnet_augmentation(seed: int) -> Any:
-    """The augmentation of Efficient-CapsNet's authors, from Keras layers.
-
-    Their `pre_process_mnist.py` rotates half the images by up to 30
-    degrees, squishes them horizontally, shifts each digit within its
-    margins and erases a random 4x4 patch. Here every image is rotated
-    (uniformly within 30 degrees), squished (narrowed by up to 30 %),
-    shifted (by up to 10 % of the size, about 3 pixels on MNIST) and has a
-    patch of 16 pixels set to 0, all with zero fill.
-    """
-    import keras
-
-    return keras.Sequential(
-        [
-            keras.layers.RandomRotation(30 / 360, fill_mode="constant", seed=seed),
-            keras.layers.RandomZoom(
-                0.0, width_factor=(0.0, 0.3), fill_mode="constant", seed=seed + 1
-            ),
-            keras.layers.RandomTranslation(
-                0.1, 0.1, fill_mode="constant", seed=seed + 2
-            ),
-            keras.layers.RandomErasing(
-                scale=(16 / 784, 16 / 784),
-                fill_value=0.0,
-                value_range=(0.0, 1.0),
-                seed=seed + 3,
-            ),
-        ]
-    )
-
-
 def augmented_epoch(images: Any, args: argparse.Namespace, epoch: int) -> Any:
     """Every training image of `epoch`, augmented as Efficient-CapsNet's are.
 
-    All at once, in large chunks: per batch of 16 the layers' overhead would
-    cost more than the training step. Seeded by (seed, epoch).
+    All at once, in large chunks (`efficient_capsnet_augmentation.augment`):
+    per batch of 16 the overhead would cost more than the training step.
+    Seeded by (seed, epoch).
     """
-    import keras
-
-    augment = efficient_capsnet_augmentation(args.seed * 10_000 + epoch * 10)
-    chunks = [
-        keras.ops.convert_to_numpy(augment(images[start : start + 2000], training=True))
-        for start in range(0, len(images), 2000)
-    ]
-    return np.clip(np.concatenate(chunks), 0.0, 1.0).astype("float32")
+    rng = np.random.default_rng((args.seed, epoch, 1))
+    return np.concatenate(
+        [
+            augment(images[start : start + 2000], rng)
+            for start in range(0, len(images), 2000)
+        ]
+    )
 
 
 def training_batches(
@@ -262,10 +231,8 @@ shifted_batches = training_batches
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Imported only now: Keras reads KERAS_BACKEND once, at its first import.
+    if not select_keras_backend(args.backend):
+        return 2
     import keras
 
     from keras_capsules.losses import MarginLoss, ReconstructionLoss
@@ -277,13 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     backend = keras.backend.backend()
-    if args.backend and backend != args.backend:
-        print(
-            f"Keras was already imported with the {backend} backend in this "
-            f"process, so --backend {args.backend} cannot apply.",
-            file=sys.stderr,
-        )
-        return 2
     keras.utils.set_random_seed(args.seed)
     devices = 1
     if args.data_parallel:
@@ -291,12 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         if not devices:
             return 2
 
-    try:
-        (x_train, y_train), (x_test, y_test) = load_data(args.data)
-        check_sample_counts(args, len(x_train), len(x_test))
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+    data = load_checked_data(args)
+    if data is None:
         return 2
+    (x_train, y_train), (x_test, y_test) = data
     num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
     x_train, y_train = prepare(
         x_train[: args.train_samples], y_train[: args.train_samples], num_classes
@@ -310,11 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     output_dir = args.output_dir
-    backup_dir, log_path = output_dir / "backup", output_dir / "training_log.csv"
-    if args.fresh:
-        shutil.rmtree(backup_dir, ignore_errors=True)
-        log_path.unlink(missing_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir, log_path = resumable_run_files(output_dir, args.fresh)
 
     if args.model == "capsnet":
         model = CapsNet(
@@ -339,12 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         # One line per epoch when the output is a log file, not a terminal.
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    if history.history.get("loss") and not np.isfinite(history.history["loss"][-1]):
-        print(
-            "error: the loss became NaN, so training stopped; the checkpoint of "
-            f"the last good epoch is kept in {backup_dir}",
-            file=sys.stderr,
-        )
+    if stopped_on_nan(history, backup_dir):
         return 1
 
     test_started = time.perf_counter()
@@ -393,11 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         "train_images_per_second": trained / seconds_per_epoch,
         "test_images_per_second": len(x_test) / test_seconds,
         "history": epoch_logs,
-        "args": {
-            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-        },
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(output_dir / "metrics.json", metrics, args)
     print(
         f"seconds per epoch: {seconds_per_epoch:.1f} "
         f"({metrics['train_images_per_second']:.1f} train images/s), "

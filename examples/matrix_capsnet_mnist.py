@@ -61,32 +61,32 @@ slow at first: expect several epochs, not one, before the accuracy is high.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_training import (  # noqa: E402
-    DataError,
-    check_sample_counts,
     describe_machine,
-    load_data,
+    load_checked_data,
     prepare,
     read_training_log,
+    resumable_run_files,
+    select_keras_backend,
+    stopped_on_nan,
     training_callbacks,
+    write_metrics,
 )
 
 BACKENDS = ("tensorflow", "torch", "jax")
 
 # Capsule sizes of the paper's two models: A (convolution channels), B
 # (primary capsule types), C and D (convolutional capsule types).
-MODELS = {
+MODELS: dict[str, dict[str, Any]] = {
     "small": {
         "conv_filters": 64,
         "primary_capsule_types": 8,
@@ -167,10 +167,8 @@ def the_command(argv: list[str] | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Imported only now: Keras reads KERAS_BACKEND once, at its first import.
+    if not select_keras_backend(args.backend):
+        return 2
     import keras
 
     from keras_capsules.callbacks import SpreadMarginSchedule
@@ -179,21 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     from keras_capsules.visualization import plot_history
 
     backend = keras.backend.backend()
-    if args.backend and backend != args.backend:
-        print(
-            f"Keras was already imported with the {backend} backend in this "
-            f"process, so --backend {args.backend} cannot apply.",
-            file=sys.stderr,
-        )
-        return 2
     keras.utils.set_random_seed(args.seed)
 
-    try:
-        (x_train, y_train), (x_test, y_test) = load_data(args.data)
-        check_sample_counts(args, len(x_train), len(x_test))
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+    data = load_checked_data(args)
+    if data is None:
         return 2
+    (x_train, y_train), (x_test, y_test) = data
     num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
     x_train, y_train = prepare(
         x_train[: args.train_samples], y_train[: args.train_samples], num_classes
@@ -219,11 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     output_dir = args.output_dir
-    backup_dir, log_path = output_dir / "backup", output_dir / "training_log.csv"
-    if args.fresh:
-        shutil.rmtree(backup_dir, ignore_errors=True)
-        log_path.unlink(missing_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir, log_path = resumable_run_files(output_dir, args.fresh)
 
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),
@@ -244,12 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         # One line per epoch when the output is a log file, not a terminal.
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    if history.history.get("loss") and not np.isfinite(history.history["loss"][-1]):
-        print(
-            "error: the loss became NaN, so training stopped; the checkpoint of "
-            f"the last good epoch is kept in {backup_dir}",
-            file=sys.stderr,
-        )
+    if stopped_on_nan(history, backup_dir):
         return 1
 
     test_started = time.perf_counter()
@@ -289,11 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         "test_images_per_second": len(x_test) / test_seconds,
         "history": epoch_logs,
         "command": the_command(argv),
-        "args": {
-            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-        },
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(output_dir / "metrics.json", metrics, args)
     print(
         f"seconds per epoch: {seconds_per_epoch:.1f} "
         f"({metrics['train_images_per_second']:.1f} train images/s, test set "

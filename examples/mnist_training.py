@@ -1,17 +1,23 @@
-"""What the MNIST examples share: data checks, callbacks, logs, the machine.
+"""What the MNIST examples share: Keras, data checks, callbacks, logs, metrics.
 
 Long runs survive interruption: `training_callbacks` saves the weights and
 the optimizer after every epoch, resumes after the last finished one, stops
 on a NaN loss without overwriting the last good checkpoint, and logs every
 epoch to a CSV file.
+
+Where a run cannot go on, `select_keras_backend` and `load_checked_data`
+print one line and return `False` or `None`; the script's `main` then
+returns 2, the exit code of `argparse`'s usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
+import shutil
 import sys
 import time
 import zipfile
@@ -19,6 +25,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def select_keras_backend(backend: str | None) -> bool:
+    """Sets `KERAS_BACKEND` to `backend`, when given, and checks that it took.
+
+    Keras reads the variable once, at its first import: the scripts import
+    Keras after this, never at the top. Returns `False`, after an error
+    line, when Keras was already imported in this process with another
+    backend.
+    """
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    if backend and keras.backend.backend() != backend:
+        print(
+            f"Keras was already imported with the {keras.backend.backend()} backend "
+            f"in this process, so --backend {backend} cannot apply.",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 class DataError(ValueError):
@@ -79,6 +108,22 @@ def check_sample_counts(args: argparse.Namespace, train: int, test: int) -> None
             raise DataError(f"{flag} {wanted} is more than the {available} in the data")
 
 
+def load_checked_data(
+    args: argparse.Namespace,
+) -> tuple[tuple[Any, Any], tuple[Any, Any]] | None:
+    """`load_data(args.data)`, holding the samples that `args` asks for.
+
+    Returns `None`, after one `error:` line, when the data cannot be used.
+    """
+    try:
+        (x_train, y_train), (x_test, y_test) = load_data(args.data)
+        check_sample_counts(args, len(x_train), len(x_test))
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    return (x_train, y_train), (x_test, y_test)
+
+
 def prepare(images: Any, labels: Any, num_classes: int) -> tuple[Any, Any]:
     """Scales images to [0, 1] with a channel axis; one-hot encodes labels."""
     images = np.asarray(images, dtype="float32") / 255.0
@@ -126,6 +171,20 @@ def validation_set(x_test: Any, y_test: Any, batch_size: int, devices: int) -> A
     if devices > 1 and len(x_test) % batch_size % devices:
         return None
     return ((x_test, y_test), (y_test, x_test))
+
+
+def resumable_run_files(folder: Path, fresh: bool) -> tuple[Path, Path]:
+    """The checkpoint folder and CSV log of a run in `folder`, which is made.
+
+    A run resumes from these; `fresh` deletes those of an earlier run, so
+    that it starts over.
+    """
+    backup_dir, log_path = folder / "backup", folder / "training_log.csv"
+    if fresh:
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return backup_dir, log_path
 
 
 def training_callbacks(
@@ -191,6 +250,19 @@ def training_callbacks(
     ]
 
 
+def stopped_on_nan(history: Any, backup_dir: Path) -> bool:
+    """Whether `fit` stopped on a NaN loss; if so, says so in one error line."""
+    losses = history.history.get("loss")
+    if not losses or np.isfinite(losses[-1]):
+        return False
+    print(
+        "error: the loss became NaN, so training stopped; the checkpoint of "
+        f"the last good epoch is kept in {backup_dir}",
+        file=sys.stderr,
+    )
+    return True
+
+
 def read_training_log(path: Path) -> dict[str, list[float]]:
     """The CSV log of every finished epoch, this run's and those it resumed."""
     if not path.exists():
@@ -210,3 +282,11 @@ def describe_machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} CPU cores ({model}), {platform.system()}"
+
+
+def write_metrics(
+    path: Path, metrics: dict[str, Any], args: argparse.Namespace
+) -> None:
+    """Writes `metrics` as JSON, with the run's options last, under "args"."""
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    path.write_text(json.dumps({**metrics, "args": options}, indent=2) + "\n")

@@ -25,9 +25,6 @@ command is run again (`--fresh` starts over), as in `capsnet_mnist.py`.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -37,12 +34,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_training import (  # noqa: E402
-    DataError,
-    check_sample_counts,
     describe_machine,
-    load_data,
+    load_checked_data,
     read_training_log,
+    resumable_run_files,
+    select_keras_backend,
+    stopped_on_nan,
     training_callbacks,
+    write_metrics,
 )
 
 # The frame grows by the shift on every side: 28 + 2 * 4 = 36.
@@ -116,7 +115,9 @@ def both_labels_in_top_two(two_hot: Any, lengths: Any) -> Any:
     return ops.cast(ops.equal(ops.sum(hits, axis=-1), 2.0), "float32")
 
 
-def build_models(image_shape: tuple[int, ...], num_classes: int) -> tuple[Any, Any]:
+def build_models(
+    image_shape: tuple[int, int, int], num_classes: int
+) -> tuple[Any, Any]:
     """The paper's CapsNet and a wrapper that decodes each of two digits."""
     import keras
 
@@ -208,21 +209,18 @@ def plot_separations(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not select_keras_backend(args.backend):
+        return 2
     import keras
 
     from keras_capsules.losses import MarginLoss, ReconstructionLoss
     from keras_capsules.visualization import plot_history
 
     keras.utils.set_random_seed(args.seed)
-    try:
-        (x_train, y_train), (x_test, y_test) = load_data(args.data)
-        check_sample_counts(args, len(x_train), len(x_test))
-    except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+    data = load_checked_data(args)
+    if data is None:
         return 2
+    (x_train, y_train), (x_test, y_test) = data
     x_train, y_train = x_train[: args.train_samples], y_train[: args.train_samples]
     x_test, y_test = x_test[: args.test_samples], y_test[: args.test_samples]
     num_classes = int(max(np.max(y_train), np.max(y_test))) + 1
@@ -239,11 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     output_dir = args.output_dir
-    backup_dir, log_path = output_dir / "backup", output_dir / "training_log.csv"
-    if args.fresh:
-        shutil.rmtree(backup_dir, ignore_errors=True)
-        log_path.unlink(missing_ok=True)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    backup_dir, log_path = resumable_run_files(output_dir, args.fresh)
 
     capsnet, model = build_models(image_shape, num_classes)
     reconstruction = ReconstructionLoss(weight=args.recon_weight)
@@ -265,12 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         callbacks=training_callbacks(keras, args, batches, backup_dir, log_path),
         verbose=1 if sys.stdout.isatty() else 2,
     )
-    if history.history.get("loss") and not np.isfinite(history.history["loss"][-1]):
-        print(
-            "error: the loss became NaN, so training stopped; the checkpoint of "
-            f"the last good epoch is kept in {backup_dir}",
-            file=sys.stderr,
-        )
+    if stopped_on_nan(history, backup_dir):
         return 1
 
     started = time.perf_counter()
@@ -325,11 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         "keras_version": keras.__version__,
         "machine": describe_machine(),
         "history": epoch_logs,
-        "args": {
-            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-        },
     }
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(output_dir / "metrics.json", metrics, args)
     print(f"outputs in {output_dir}")
     print(f"test accuracy (both labels in the top 2): {accuracy:.4f}")
     return 0

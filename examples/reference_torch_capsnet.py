@@ -25,7 +25,6 @@ write it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -36,7 +35,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from capsnet_mnist import load_data, prepare, training_batch  # noqa: E402
+from capsnet_mnist import training_batch  # noqa: E402
+from mnist_training import load_data, prepare, write_metrics  # noqa: E402
 
 # keras.config.epsilon(), the floor of the norms in keras_capsules.ops.
 EPSILON = 1e-7
@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         x_test[: args.test_samples], y_test[: args.test_samples], num_classes
     )
     model = TorchCapsNet(x_train.shape[1:], num_classes, args.routing_iterations)
+    optimizer: KerasAdam | torch.optim.Adam
     if args.adam == "keras":
         optimizer = KerasAdam(model.parameters(), lr=args.lr)
     else:
@@ -219,11 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_per_epoch": float(np.mean(steady)),
             "train_images_per_second": len(x_train) / float(np.mean(steady)),
             "test_images_per_second": len(x_test) / test_seconds,
-            "args": {
-                k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
-            },
         }
-        args.output_json.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metrics(args.output_json, metrics, args)
     print(
         f"seconds per epoch: {np.mean(steady):.1f} "
         f"({len(x_train) / np.mean(steady):.1f} train images/s)"

@@ -1,4 +1,7 @@
-"""Runs of `examples/capsnet_mnist.py` for its tests: commands, logs, checkpoints."""
+"""Runs of the example scripts for their tests: modules, commands, logs, checkpoints.
+
+Where a helper names no script, it is `examples/capsnet_mnist.py`.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +37,10 @@ def example_env(backend: str) -> dict[str, str]:
     return {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-def example_module() -> Any:
-    spec = importlib.util.spec_from_file_location("capsnet_mnist", EXAMPLE)
+def example_module(path: Path = EXAMPLE) -> Any:
+    """The example script at `path`, imported afresh, its `main` not run."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

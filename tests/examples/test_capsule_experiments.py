@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -17,6 +14,7 @@ from tests.examples._example_runs import (
     BACKEND,
     REPO_ROOT,
     error_lines,
+    example_module,
     output_of,
     run_example,
     write_npz,
@@ -24,13 +22,6 @@ from tests.examples._example_runs import (
 
 MULTI_MNIST = REPO_ROOT / "examples" / "multi_mnist.py"
 AFFINE = REPO_ROOT / "examples" / "affine_robustness.py"
-
-
-def load(path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +35,7 @@ def digits(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_both_labels_in_top_two_matches_numpy():
-    example = load(MULTI_MNIST)
+    example = example_module(MULTI_MNIST)
     rng = np.random.default_rng(1)
     lengths = rng.uniform(0, 1, (64, 10)).astype("float32")
     pairs = np.array([rng.choice(10, 2, replace=False) for _ in range(64)])
@@ -66,7 +57,7 @@ def test_both_labels_in_top_two_matches_numpy():
 
 
 def test_pairs_give_two_hot_targets_and_each_digit_alone():
-    example = load(MULTI_MNIST)
+    example = example_module(MULTI_MNIST)
     images, labels = digits(30)
     (x, first, second), (both, first_part, second_part) = example.pair_arrays(
         images, labels, 10, seed=3
@@ -80,7 +71,7 @@ def test_pairs_give_two_hot_targets_and_each_digit_alone():
 
 
 def test_the_two_digit_model_decodes_each_label_from_its_own_capsule():
-    example = load(MULTI_MNIST)
+    example = example_module(MULTI_MNIST)
     capsnet, model = example.build_models((36, 36, 1), 10)
     images = np.random.default_rng(2).uniform(0, 1, (2, 36, 36, 1)).astype("float32")
     eye = np.eye(10, dtype="float32")
@@ -102,7 +93,7 @@ def test_the_two_digit_model_decodes_each_label_from_its_own_capsule():
 
 
 def test_expanded_batches_cover_each_pass_and_continue_across_rounds():
-    example = load(AFFINE)
+    example = example_module(AFFINE)
     images, labels = digits(40)
     args = example.parse_args(["--batch-size", "8", "--seed", "5"])
     rounds = example.expanded_batches(images, labels, 10, args, 20, with_decoder=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+from typing import Any
 
 import keras
 import numpy as np
@@ -44,6 +46,63 @@ def test_augmentation_is_seeded_by_epoch_and_keeps_digits_in_range():
     np.testing.assert_allclose(
         first.sum(axis=(1, 2, 3)) / images.sum(axis=(1, 2, 3)), 1.0, atol=0.45
     )
+
+
+def augmentation_module() -> Any:
+    example_module()  # puts examples/ on the import path
+    return importlib.import_module("efficient_capsnet_augmentation")
+
+
+def test_half_the_images_are_rotated_mostly_by_a_few_degrees():
+    augmentation = augmentation_module()
+    maps = augmentation._rotations(np.random.default_rng(0), 20_000, 28, 28)
+    cos, sin = maps[:, 0], maps[:, 1]
+    degrees = np.rad2deg(np.arctan2(sin, cos))
+    np.testing.assert_allclose(degrees, np.round(degrees), atol=1e-9)
+    # Unrotated: the other half, plus the draws truncated to 0 degrees.
+    unrotated = np.mean(degrees == 0)
+    assert 0.50 < unrotated < 0.58, unrotated
+    rotated = degrees[degrees != 0]
+    assert np.abs(rotated).max() <= 29 + 1e-9
+    assert 8 < np.std(rotated) < 12
+    # The centre of the image stays where it is.
+    centre = np.array([14.0, 14.0, 1.0])
+    np.testing.assert_allclose(maps[:, 0:3] @ centre, 14.0, atol=1e-9)
+    np.testing.assert_allclose(maps[:, 3:6] @ centre, 14.0, atol=1e-9)
+
+
+def test_shift_and_squish_keep_the_digit_inside_the_image():
+    augmentation = augmentation_module()
+    images = np.zeros((400, 28, 28, 1), "float32")
+    images[:, 3:25, 10:18] = 1.0  # margins: 3 above and below, 10 left and right
+    moved = augmentation._transform(
+        images,
+        augmentation._shifts_and_squishes(np.random.default_rng(1), images),
+    )
+    ink = moved[..., 0] > 0.5
+    rows, columns = ink.any(2), ink.any(1)
+    # The authors' shift is whole pixels, at most the margin on that side:
+    # the bar keeps its 22 rows, and moves both up and down in the batch.
+    np.testing.assert_array_equal(rows.sum(1), 22)
+    assert rows[:, :3].any() and rows[:, -3:].any()
+    # Narrowed by 1 to 7 of the 28 columns: the bar loses at most a quarter.
+    widths = columns.sum(1)
+    assert widths.max() <= 8 and widths.min() >= 5
+    kept = moved.sum((1, 2, 3)) / images.sum((1, 2, 3))
+    assert kept.min() > 0.7 and kept.max() < 1.01
+
+
+def test_one_4x4_patch_is_erased_away_from_the_border():
+    augmentation = augmentation_module()
+    images = np.ones((500, 28, 28, 1), "float32")
+    erased = augmentation._erase_patches(np.random.default_rng(2), images)
+    np.testing.assert_array_equal((erased == 0).sum((1, 2, 3)), 16)
+    zero_rows = (erased[..., 0] == 0).any(2)
+    zero_columns = (erased[..., 0] == 0).any(1)
+    for zeros in (zero_rows, zero_columns):
+        first = zeros.argmax(1)
+        assert first.min() == 4 and first.max() == 22
+    assert (images == 1).all()  # the input is left untouched
 
 
 @pytest.mark.slow

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -19,9 +16,10 @@ from tests.examples._example_runs import (
     BACKEND,
     REPO_ROOT,
     error_lines,
-    example_env,
+    example_module,
     log_rows,
     output_of,
+    run_example,
     write_npz,
 )
 from tests.visualization.png import assert_png_with_content
@@ -30,13 +28,6 @@ EXAMPLE = REPO_ROOT / "examples" / "matrix_capsnet_mnist.py"
 ACCURACY_LINE = re.compile(r"^test accuracy: (0\.\d{4}|1\.0000)$")
 # Three training steps of the small model: the whole pipeline, not accuracy.
 TRAIN_SAMPLES, TEST_SAMPLES, BATCH_SIZE = 96, 48, 32
-
-
-def example_module() -> Any:
-    spec = importlib.util.spec_from_file_location("matrix_capsnet_mnist", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def tiny_command(data: Path, output_dir: Path, *options: str) -> list[str]:
@@ -53,16 +44,10 @@ def tiny_command(data: Path, output_dir: Path, *options: str) -> list[str]:
     ]  # fmt: skip
 
 
-def run_example(command: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        command, capture_output=True, text=True, env=example_env(BACKEND), timeout=600
-    )
-
-
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory, mnist_path):
     output_dir = tmp_path_factory.mktemp("matrix_capsnet_mnist")
-    result = run_example(tiny_command(mnist_path, output_dir))
+    result = run_example(tiny_command(mnist_path, output_dir), timeout=600)
     assert result.returncode == 0, output_of(result)
     return output_dir, result.stdout
 
@@ -128,7 +113,7 @@ def test_saved_model_reloads_with_the_same_accuracy(example_run, mnist_path):
 
 
 def test_defaults_are_the_recipe():
-    args = example_module().parse_args([])
+    args = example_module(EXAMPLE).parse_args([])
     assert (args.model, args.epochs, args.batch_size) == ("small", 10, 24)
     assert (args.lr, args.lr_decay, args.final_inverse_temperature) == (3e-3, 1.0, 0.1)
 
@@ -141,7 +126,7 @@ def test_defaults_are_the_recipe():
 )  # fmt: skip
 def test_bad_options_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as error:
-        example_module().parse_args(argv)
+        example_module(EXAMPLE).parse_args(argv)
     assert error.value.code == 2
     assert capsys.readouterr().err.startswith("usage: ")
 
@@ -180,7 +165,7 @@ def test_bad_data_is_one_error_line_and_exit_code_2(
     path = _data_file(tmp_path, case)
     output_dir = tmp_path / "out"
     argv = ["--data", str(path), "--output-dir", str(output_dir), *options]
-    assert example_module().main(argv) == 2
+    assert example_module(EXAMPLE).main(argv) == 2
     out, err = capsys.readouterr()
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
@@ -190,7 +175,7 @@ def test_bad_data_is_one_error_line_and_exit_code_2(
 @pytest.mark.slow
 def test_bad_data_on_the_command_line_exits_2_without_a_traceback(tmp_path):
     path = _data_file(tmp_path, "text")
-    result = run_example(tiny_command(path, tmp_path / "out"))
+    result = run_example(tiny_command(path, tmp_path / "out"), timeout=600)
     assert result.returncode == 2, output_of(result)
     assert "Traceback" not in result.stderr
     lines = error_lines(result.stderr)
