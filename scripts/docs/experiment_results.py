@@ -1,8 +1,9 @@
 """Renderings of the capsule experiments' `metrics.json` for the docs hooks.
 
-Each function takes the docs folder and returns Markdown; when the run is
-not in the repository yet, a "Results pending" admonition naming the
-command that makes it (`pending`, passed in by the hooks).
+Each `render_*` function takes the docs folder and returns Markdown; when
+the run is not in the repository yet, a "Results pending" admonition naming
+the command that makes it (`pending`, passed in by the hooks). The pieces
+above them serve the hooks' own renderings of the example runs too.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from typing import Any
 Pending = Callable[[str, str], str]
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def readme_command(readme: Path, script: str) -> str | None:
-    """The first `python examples/SCRIPT ...` command of a run's README."""
+    """The first `python ...` command naming `script` in a run's README.
+
+    With its continuation lines; `None` without a README or a command.
+    """
     if not readme.exists():
         return None
     lines = readme.read_text().splitlines()
@@ -36,12 +40,29 @@ def readme_command(readme: Path, script: str) -> str | None:
     return None
 
 
-def _run_header(directory: Path, script: str, metrics: dict) -> list[str]:
-    out = []
+def command_block(command: str) -> str:
+    """The command that made a page's run, as a Markdown code block."""
+    return "The run on this page:\n\n```bash\n" + command + "\n```\n"
+
+
+def accuracy_per_epoch(
+    accuracies: list[float],
+    label: str = "test accuracy after each epoch",
+    columns: int = 2,
+) -> list[list[str]]:
+    """A table row of the accuracy after each epoch; none when none was logged.
+
+    `columns` is the table's width: the cells after the accuracies are empty.
+    """
+    if not accuracies:
+        return []
+    cells = ", ".join(f"{i}: {a:.2%}" for i, a in enumerate(accuracies, start=1))
+    return [[label, cells, *[""] * (columns - 2)]]
+
+
+def _run_header(directory: Path, script: str) -> list[str]:
     command = readme_command(directory / "README.md", script)
-    if command:
-        out.append("The run on this page:\n\n```bash\n" + command + "\n```\n")
-    return out
+    return [command_block(command)] if command else []
 
 
 def _machine(metrics: dict) -> str:
@@ -81,11 +102,11 @@ def render_multi_mnist(docs_dir: Path, pending: Pending) -> str:
             "GPU, not given",
         ],
     ]
+    # After one epoch, that epoch's accuracy is the error in the first row.
     if len(accuracies) > 1:
-        cells = ", ".join(f"{i}: {a:.2%}" for i, a in enumerate(accuracies, start=1))
-        rows.append(["accuracy after each epoch", cells, ""])
-    out = _run_header(directory, "multi_mnist.py", metrics)
-    out.append(_table(["", "this run", "Sabour et al. 2017"], rows))
+        rows += accuracy_per_epoch(accuracies, "accuracy after each epoch", columns=3)
+    out = _run_header(directory, "multi_mnist.py")
+    out.append(markdown_table(["", "this run", "Sabour et al. 2017"], rows))
     out.append(f"Machine: {_machine(metrics)}.\n")
     return "\n".join(out)
 
@@ -117,9 +138,9 @@ def render_affine(docs_dir: Path, pending: Pending) -> str:
         ]
         for model, name in (("capsnet", "CapsNet"), ("cnn", "CNN baseline"))
     ]
-    out = _run_header(directory, "affine_robustness.py", metrics)
+    out = _run_header(directory, "affine_robustness.py")
     out.append(
-        _table(
+        markdown_table(
             [
                 "model",
                 "weights",
@@ -166,10 +187,8 @@ def render_matrix_capsnet(docs_dir: Path, pending: Pending) -> str:
             f"({metrics['train_images_per_second']:.0f} training images/s)",
         ],
     ]
-    if accuracies:
-        cells = ", ".join(f"{i}: {a:.2%}" for i, a in enumerate(accuracies, start=1))
-        rows.append(["test accuracy after each epoch", cells])
-    out = _run_header(directory, "matrix_capsnet_mnist.py", metrics)
-    out.append(_table(["", "this run"], rows))
+    rows += accuracy_per_epoch(accuracies)
+    out = _run_header(directory, "matrix_capsnet_mnist.py")
+    out.append(markdown_table(["", "this run"], rows))
     out.append(f"Machine: {_machine(metrics)}.\n")
     return "\n".join(out)

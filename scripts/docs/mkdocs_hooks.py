@@ -30,6 +30,12 @@ from mkdocs.exceptions import PluginError
 # MkDocs loads this file by path; its sibling modules are imported from here.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import experiment_results  # noqa: E402
+from experiment_results import (  # noqa: E402
+    accuracy_per_epoch,
+    command_block,
+    markdown_table,
+    readme_command,
+)
 
 log = logging.getLogger("mkdocs.hooks.keras_capsules")
 
@@ -49,12 +55,6 @@ def _fmt(value: float, digits: int = 2) -> str:
     if value == 0:
         return "0 (identical)"
     return f"{value:.{digits}e}"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _read_json(path: Path) -> Any:
@@ -86,7 +86,7 @@ def render_coupling(docs_dir: Path) -> str:
                 f"{stats['share_routed_mostly_to_true_class']:.1%}",
             ]
         )
-    table = _table(
+    table = markdown_table(
         [
             "routing iterations r",
             "test accuracy",
@@ -115,16 +115,12 @@ def render_example_run(docs_dir: Path, folder: str = "example") -> str:
         )
     metrics = _read_json(metrics_path)
     out = []
-    readme = directory / "README.md"
-    command = _readme_command(readme) if readme.exists() else None
+    command = readme_command(directory / "README.md", "capsnet_mnist.py")
+    if command is None and metrics.get("args"):
+        command = _example_command(metrics["args"])
     if command:
-        out.append("The run on this page:\n\n```bash\n" + command + "\n```\n")
-    elif metrics.get("args"):
-        out.append(
-            "The run on this page:\n\n```bash\n"
-            + _example_command(metrics["args"])
-            + "\n```\n"
-        )
+        out.append(command_block(command))
+    accuracies = metrics.get("history", {}).get("val_lengths_accuracy", [])
     rows = [
         [
             "test accuracy",
@@ -134,7 +130,7 @@ def render_example_run(docs_dir: Path, folder: str = "example") -> str:
             "training",
             f"{metrics['epochs']} epochs on {metrics['train_samples']:,} images",
         ],
-        *_accuracy_per_epoch(metrics),
+        *accuracy_per_epoch(accuracies),
         [
             "backend",
             f"{metrics['backend']} (Keras {metrics['keras_version']}), {metrics.get('devices', 1)} device(s)",
@@ -146,19 +142,10 @@ def render_example_run(docs_dir: Path, folder: str = "example") -> str:
         ],
         ["inference", f"{metrics['test_images_per_second']:.0f} test images/s"],
     ]
-    out.append(_table(["", "this run"], rows))
+    out.append(markdown_table(["", "this run"], rows))
     if metrics.get("machine"):
         out.append(f"Machine: {metrics['machine']}.\n")
     return "\n".join(out)
-
-
-def _accuracy_per_epoch(metrics: dict) -> list[list[str]]:
-    """A table row of the test accuracy after each epoch, when it was logged."""
-    accuracies = metrics.get("history", {}).get("val_lengths_accuracy")
-    if not accuracies:
-        return []
-    cells = ", ".join(f"{i}: {a:.2%}" for i, a in enumerate(accuracies, start=1))
-    return [["test accuracy after each epoch", cells]]
 
 
 def render_efficient_run(docs_dir: Path) -> str:
@@ -204,19 +191,6 @@ def render_example_caveat(docs_dir: Path) -> str:
         "training on all 60,000 images for many epochs "
         "(`--epochs 30` without `--train-samples`, best on a GPU).\n"
     )
-
-
-def _readme_command(readme: Path) -> str | None:
-    """The first `python examples/capsnet_mnist.py ...` command, with its continuation lines."""
-    lines = readme.read_text().splitlines()
-    for index, line in enumerate(lines):
-        if line.strip().startswith("python") and "capsnet_mnist.py" in line:
-            command = [line.strip()]
-            while command[-1].endswith("\\") and index + 1 < len(lines):
-                index += 1
-                command.append("    " + lines[index].strip())
-            return "\n".join(command)
-    return None
 
 
 def render_example_readme(docs_dir: Path, folder: str = "example") -> str:
@@ -295,7 +269,7 @@ def render_parity(docs_dir: Path) -> str:
                 _fmt(entry["prediction_max_abs_vs_saver"]) if entry else "not run"
             )
         rows.append(row)
-    out.append(_table(["", *[f"loaded by {b}" for b in backends]], rows))
+    out.append(markdown_table(["", *[f"loaded by {b}" for b in backends]], rows))
 
     out.append(
         "**Between two loaders of the same file**: predictions (absolute), the "
@@ -319,7 +293,7 @@ def render_parity(docs_dir: Path) -> str:
                 ]
             )
     out.append(
-        _table(
+        markdown_table(
             [
                 "file saved by",
                 "loaders",
@@ -352,13 +326,13 @@ def render_parity(docs_dir: Path) -> str:
     return "\n".join(out)
 
 
-def render_benchmarks(docs_dir: Path) -> str:
-    """The benchmark's own Markdown report and chart, or a generic table."""
-    directory = docs_dir / "assets" / "benchmarks"
+def render_benchmarks(docs_dir: Path, folder: str = "assets/benchmarks") -> str:
+    """The benchmark's own Markdown report and chart in `folder`, or a table."""
+    directory = docs_dir / folder
     results = sorted(directory.glob("*.json")) if directory.exists() else []
     if not results:
         return _pending(
-            "the benchmark results, `assets/benchmarks/*.json`",
+            f"the benchmark results, `{folder}/*.json`",
             "They are made by `make bench` (`python benchmarks/benchmark.py`).",
         )
     out = []
@@ -372,7 +346,7 @@ def render_benchmarks(docs_dir: Path) -> str:
                 "a measurement.\n"
             )
     for chart in sorted(directory.glob("*.png")):
-        out.append(f"![Benchmark: {chart.stem}](assets/benchmarks/{chart.name})\n")
+        out.append(f"![Benchmark: {chart.stem}]({folder}/{chart.name})\n")
     reports = sorted(directory.glob("*.md"))
     reports = [r for r in reports if r.name.lower() != "readme.md"]
     if reports:
@@ -387,7 +361,9 @@ def render_benchmarks(docs_dir: Path) -> str:
             out.append(text.rstrip() + "\n")
     else:
         for path in results:
-            out.append(_render_benchmark_json(_read_json(path), path.name))
+            out.append(
+                _render_benchmark_json(_read_json(path), f"{folder}/{path.name}")
+            )
     for path in results:
         method = _read_json(path).get("method") if path.suffix == ".json" else None
         if isinstance(method, dict) and method:
@@ -409,10 +385,10 @@ def _render_benchmark_json(data: Any, name: str) -> str:
     if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows):
         header = list(dict.fromkeys(key for row in rows for key in row))
         body = [[_cell(row.get(key, "")) for key in header] for row in rows]
-        out.append(_table(header, body))
+        out.append(markdown_table(header, body))
     else:
         out.append(f"```json\n{json.dumps(data, indent=2)}\n```\n")
-    out.append(f"(from `assets/benchmarks/{name}`)\n")
+    out.append(f"(from `{name}`)\n")
     return "\n".join(out)
 
 
@@ -433,6 +409,9 @@ RENDERERS = {
     "efficient-readme": render_efficient_readme,
     "parity": render_parity,
     "benchmarks": render_benchmarks,
+    "capsule-method-benchmarks": lambda docs: render_benchmarks(
+        docs, "assets/benchmarks/capsule-methods"
+    ),
     "multi-mnist": lambda docs: experiment_results.render_multi_mnist(docs, _pending),
     "affine": lambda docs: experiment_results.render_affine(docs, _pending),
     "matrix-capsnet-run": lambda docs: experiment_results.render_matrix_capsnet(
