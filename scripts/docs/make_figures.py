@@ -1,4 +1,4 @@
-"""Makes the figures of the Concepts page (docs/concepts.md).
+"""Makes the figures of the Concepts and Capsule methods pages.
 
 Every curve is computed with the package's own functions:
 
@@ -6,6 +6,10 @@ Every curve is computed with the package's own functions:
   length (eq. 1 of Sabour et al., 2017);
 - `margin_loss.png`: the two terms of `keras_capsules.ops.margin_loss`
   against capsule length (eq. 4);
+- `em_routing.png` (for the Capsule methods page, docs/methods.md):
+  `keras_capsules.ops.em_routing(..., return_assignments=True)` on a small
+  synthetic problem (40 children with 2-entry votes, 2 parents), after 1, 2
+  and 3 iterations;
 - `coupling.png`: coupling coefficients of a trained CapsNet on real MNIST
   test digits, computed with `keras_capsules.ops.dynamic_routing(..., return_coupling=True)` on the
   trained kernel for
@@ -20,6 +24,7 @@ from the public layers and trained here for a minute or two on CPU.
     python scripts/docs/make_figures.py --data ../shared/data/mnist.npz
     python scripts/docs/make_figures.py --data ../shared/data/mnist.npz \\
         --model runs/example/capsnet.keras
+    python scripts/docs/make_figures.py --only em_routing   # one figure
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from keras_capsules import ops as capsule_ops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ITERATIONS = (1, 2, 3)
+# What `--only` selects; without it, all of them.
+FIGURES = ("squash", "margin_loss", "em_routing", "coupling")
 COLORS = ("#b39ddb", "#7e57c2", "#4527a0")
 
 
@@ -119,6 +126,116 @@ def margin_loss_figure(out_dir: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper right")
     _savefig(fig, out_dir / "margin_loss.png")
+
+
+def em_routing_votes(
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A small routing problem for EM: 40 children, 2 parents, 2-entry poses.
+
+    Children 0-19 cast tightly clustered votes for parent 1 and scattered
+    votes for parent 2; children 20-39 the opposite. Returns the votes
+    `(1, 40, 2, 2)`, the children's activations `(1, 40)` and the group of
+    each child (0 or 1).
+    """
+    rng = np.random.default_rng(seed)
+    children, half = 40, 20
+    centres = np.array([[1.5, 1.0], [-1.0, 1.5]])  # tight cluster of each parent
+    votes = np.empty((children, 2, 2))
+    group = np.repeat([0, 1], half)
+    for j in range(2):
+        agree = group == j
+        votes[agree, j] = centres[j] + rng.normal(0.0, 0.25, (half, 2))
+        votes[~agree, j] = rng.normal(0.0, 1.2, (half, 2))
+    activations = rng.uniform(0.5, 1.0, children)
+    return (
+        votes[None].astype("float32"),
+        activations[None].astype("float32"),
+        group,
+    )
+
+
+def em_routing_figure(out_dir: Path) -> None:
+    """What EM routing does to a small synthetic problem, for r = 1, 2, 3."""
+    from matplotlib.patches import Ellipse
+
+    votes, activations, group = em_routing_votes()
+    num_parents = votes.shape[2]
+    zeros = np.zeros(num_parents, "float32")
+    a_in = activations[0].astype("float64")
+    fig, axes = plt.subplots(
+        num_parents,
+        len(ITERATIONS),
+        figsize=(10.0, 6.6),
+        sharex=True,
+        sharey=True,
+        layout="constrained",
+    )
+    scatter = None
+    for column, r in enumerate(ITERATIONS):
+        poses, a_out, assignments = capsule_ops.em_routing(
+            votes,
+            activations,
+            zeros,
+            zeros,
+            routing_iterations=r,
+            return_assignments=True,
+        )
+        poses = keras.ops.convert_to_numpy(poses)[0].astype("float64")
+        a_out = keras.ops.convert_to_numpy(a_out)[0]
+        assignments = keras.ops.convert_to_numpy(assignments)[0].astype("float64")
+        for j in range(num_parents):
+            ax = axes[j, column]
+            v = votes[0, :, j].astype("float64")
+            weights = assignments[:, j] * a_in
+            mean = weights @ v / weights.sum()
+            if not np.allclose(mean, poses[j], atol=1e-4):
+                raise AssertionError(f"own mean {mean} != em_routing's {poses[j]}")
+            sigma = np.sqrt(weights @ np.square(v - mean) / weights.sum())
+            for g, marker in ((0, "o"), (1, "^")):
+                scatter = ax.scatter(
+                    v[group == g, 0],
+                    v[group == g, 1],
+                    c=assignments[group == g, j],
+                    s=70 * a_in[group == g],
+                    marker=marker,
+                    cmap="Purples",
+                    vmin=0.0,
+                    vmax=1.0,
+                    edgecolors="0.35",
+                    linewidths=0.6,
+                    label=f"children {20 * g + 1}-{20 * g + 20}",
+                )
+            ax.add_patch(
+                Ellipse(
+                    mean,
+                    2 * sigma[0],
+                    2 * sigma[1],
+                    fill=False,
+                    color="#ff8f00",
+                    lw=2.0,
+                )
+            )
+            ax.plot(*mean, marker="+", color="#ff8f00", ms=14, mew=2.5)
+            ax.set_title(
+                f"parent {j + 1}, r = {r}: $a_{j + 1}$ = {a_out[j]:.3f}", fontsize=10
+            )
+            ax.set_aspect("equal")
+            ax.grid(alpha=0.3)
+            if j == num_parents - 1:
+                ax.set_xlabel("vote entry 1")
+            if column == 0:
+                ax.set_ylabel("vote entry 2")
+    axes[0, 0].legend(fontsize=8, loc="lower left")
+    fig.colorbar(
+        scatter, ax=axes, shrink=0.8, label=r"assignment $R_{ij}$ of the last M-step"
+    )
+    fig.suptitle(
+        "EM routing of 40 children to 2 parents: votes coloured by $R_{ij}$, "
+        r"each parent's mean (+) and 1-$\sigma$ ellipse",
+        fontsize=11,
+    )
+    _savefig(fig, out_dir / "em_routing.png")
 
 
 def load_mnist(path: Path) -> tuple[np.ndarray, ...]:
@@ -384,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-coupling", action="store_true")
     parser.add_argument(
+        "--only",
+        action="append",
+        choices=FIGURES,
+        help="make only this figure (repeat for several); default: all",
+    )
+    parser.add_argument(
         "--save-model",
         type=Path,
         default=ROOT / "runs" / "figures" / "small_capsnet.keras",
@@ -392,9 +515,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    squash_figure(args.out)
-    margin_loss_figure(args.out)
+    selected = set(args.only or FIGURES)
     if args.skip_coupling:
+        selected.discard("coupling")
+    for name, make in (
+        ("squash", squash_figure),
+        ("margin_loss", margin_loss_figure),
+        ("em_routing", em_routing_figure),
+    ):
+        if name in selected:
+            make(args.out)
+    if "coupling" not in selected:
         return 0
 
     x_train, y_train, x_test, y_test = load_mnist(args.data)
