@@ -62,7 +62,9 @@ def self_attention_routing(
 
 
 class EfficientCapsNet(nn.Module):
-    def __init__(self) -> None:
+    """`batch_norm=False` / `decoder=False` drop those parts (for the breakdown)."""
+
+    def __init__(self, batch_norm: bool = True, decoder: bool = True) -> None:
         super().__init__()
         image_shape = common.image_shape("efficient-capsnet")
         channels, size = image_shape[-1], image_shape[0]
@@ -73,10 +75,13 @@ class EfficientCapsNet(nn.Module):
             layers += [
                 nn.Conv2d(channels, filters, kernel_size, stride=stride),
                 nn.ReLU(),
-                nn.BatchNorm2d(
-                    filters, eps=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM
-                ),
             ]
+            if batch_norm:
+                layers.append(
+                    nn.BatchNorm2d(
+                        filters, eps=BATCH_NORM_EPSILON, momentum=BATCH_NORM_MOMENTUM
+                    )
+                )
             channels, size = filters, (size - kernel_size) // stride + 1
         self.encoder = nn.Sequential(*layers)
         # Depthwise: one size x size filter per channel, one position out.
@@ -89,18 +94,22 @@ class EfficientCapsNet(nn.Module):
         )
         self.log_priors = nn.Parameter(torch.zeros(classes, num_primary))
         units = (*common.DECODER_UNITS, math.prod(image_shape))
-        self.decoder = nn.Sequential(
-            nn.Linear(classes * common.CAPSULE_DIM, units[0]),
-            nn.ReLU(),
-            nn.Linear(units[0], units[1]),
-            nn.ReLU(),
-            nn.Linear(units[1], units[2]),
-            nn.Sigmoid(),
+        self.decoder = (
+            nn.Sequential(
+                nn.Linear(classes * common.CAPSULE_DIM, units[0]),
+                nn.ReLU(),
+                nn.Linear(units[0], units[1]),
+                nn.ReLU(),
+                nn.Linear(units[1], units[2]),
+                nn.Sigmoid(),
+            )
+            if decoder
+            else None
         )
 
     def forward(
         self, images: torch.Tensor, labels: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         # NHWC images (the Keras layout) to NCHW.
         features = self.primary(self.encoder(images.permute(0, 3, 1, 2).contiguous()))
         # Capsules in Keras's row, column, channel order.
@@ -111,6 +120,8 @@ class EfficientCapsNet(nn.Module):
         )
         v = self_attention_routing(u, self.kernel, self.log_priors)
         lengths = torch_capsnet.length(v)
+        if self.decoder is None:
+            return lengths, None
         if labels is None:
             labels = F.one_hot(lengths.argmax(-1), v.shape[1]).to(v.dtype)
         reconstructions = self.decoder((v * labels.unsqueeze(-1)).flatten(1))
@@ -166,6 +177,8 @@ class Trainer(torch_capsnet.Trainer):
 
     def loss(self) -> torch.Tensor:
         lengths, reconstructions = self.model(self.inputs, self.labels)
+        if reconstructions is None:
+            return torch_capsnet.margin_loss(self.labels, lengths)
         squared_error = (
             (reconstructions - self.inputs).square().flatten(1).sum(-1).mean()
         )

@@ -192,6 +192,8 @@ def training_callbacks(
 ) -> list[Any]:
     """Learning-rate decay, epoch timing, NaN stop, checkpoint/resume, CSV log.
 
+    The decayed learning rate is floored at `args.min_lr` where it is set.
+
     `batches`, when not `None`, is told the epoch (its `epoch` attribute) at
     the start of each one, so that a resumed run draws that epoch's batches.
     """
@@ -242,7 +244,9 @@ def training_callbacks(
     return [
         EpochClock(),
         keras.callbacks.LearningRateScheduler(
-            lambda epoch: args.lr * args.lr_decay**epoch
+            lambda epoch: max(
+                args.lr * args.lr_decay**epoch, getattr(args, "min_lr", 0.0)
+            )
         ),
         keras.callbacks.TerminateOnNaN(),
         BackupFiniteEpochs(str(backup_dir), delete_checkpoint=False),

@@ -28,6 +28,33 @@ def test_the_authors_recipe_is_the_default_and_options_override_it():
     assert args.batch_size == 32
     capsnet = example.parse_args([])
     assert (capsnet.batch_size, capsnet.lr, capsnet.lr_decay) == (100, 1e-3, 0.9)
+    # The authors' floor (their utils/tools.py); CapsNet's recipe has none.
+    assert (args.min_lr, capsnet.min_lr) == (5e-5, 0.0)
+
+
+def test_the_learning_rate_decays_per_epoch_down_to_its_floor(tmp_path):
+    example = example_module()
+    args = example.parse_args(["--model", "efficient-capsnet"])
+    callbacks = example.training_callbacks(
+        keras, args, None, tmp_path / "backup", tmp_path / "log.csv"
+    )
+    (scheduler,) = (
+        c for c in callbacks if isinstance(c, keras.callbacks.LearningRateScheduler)
+    )
+    rates = [scheduler.schedule(epoch) for epoch in (0, 1, 75, 76, 149)]
+    assert rates[:3] == pytest.approx([5e-4, 5e-4 * 0.97, 5e-4 * 0.97**75])
+    assert rates[2] > 5e-5  # epoch 76 is the first one at the floor
+    assert rates[3:] == [5e-5, 5e-5]
+
+
+@pytest.mark.parametrize(
+    "option, value", [("--lr", "0"), ("--lr-decay", "-0.9"), ("--min-lr", "-1e-5")]
+)
+def test_learning_rate_options_of_the_wrong_sign_are_refused(option, value, capsys):
+    example = example_module()
+    with pytest.raises(SystemExit):
+        example.parse_args(["--model", "efficient-capsnet", option, value])
+    assert option in capsys.readouterr().err
 
 
 def test_augmentation_is_seeded_by_epoch_and_keeps_digits_in_range():
