@@ -44,6 +44,7 @@ from mnist_training import (  # noqa: E402
     describe_machine,
     load_checked_data,
     read_training_log,
+    refuse_out_of_range,
     resumable_run_files,
     select_keras_backend,
     stopped_on_nan,
@@ -84,13 +85,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="weights, frames, order")
     parser.add_argument("--fresh", action="store_true", help="discard checkpoints")
     args = parser.parse_args(argv)
-    for name in (
-        "capsnet_epochs", "batch_size", "cnn_round_images", "cnn_max_rounds",
-        "train_samples", "test_samples",
-    ):  # fmt: skip
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    refuse_out_of_range(
+        parser,
+        args,
+        positive=(
+            "capsnet_epochs", "batch_size", "cnn_round_images", "cnn_max_rounds",
+            "train_samples", "test_samples", "lr", "lr_decay",
+        ),
+        non_negative=("recon_weight",),
+    )  # fmt: skip
     return args
 
 
@@ -135,22 +138,39 @@ def expanded_batches(
         def __init__(self) -> None:
             super().__init__()
             self.epoch = 0  # set by the training loop, also when resuming
-            self._pass: tuple[int, Any] | None = None
+            self._passes: dict[int, tuple[Any, Any]] = {}
 
         def __len__(self) -> int:
             return -(-images_per_epoch // args.batch_size)
 
-        def __getitem__(self, index: int) -> Any:
-            start = self.epoch * images_per_epoch + index * args.batch_size
-            size = min(args.batch_size, images_per_epoch - index * args.batch_size)
-            pass_index, offset = divmod(start, len(images))
-            if self._pass is None or self._pass[0] != pass_index:
+        def _pass(self, pass_index: int) -> tuple[Any, Any]:
+            """That pass's frames and targets (the last two passes are kept)."""
+            if pass_index not in self._passes:
                 seed = args.seed * 100_003 + pass_index + 1
                 order = np.random.default_rng(seed).permutation(len(images))
                 frames, _ = expanded_mnist(images[order], classes[order], seed=seed)
-                self._pass = (pass_index, (frames, one_hot[order]))
-            frames, targets = self._pass[1]
-            x, y = frames[offset : offset + size], targets[offset : offset + size]
+                self._passes = {
+                    k: v for k, v in self._passes.items() if k == pass_index - 1
+                }
+                self._passes[pass_index] = (frames, one_hot[order])
+            return self._passes[pass_index]
+
+        def __getitem__(self, index: int) -> Any:
+            start = self.epoch * images_per_epoch + index * args.batch_size
+            size = min(args.batch_size, images_per_epoch - index * args.batch_size)
+            # A batch that crosses the end of a pass ends with the next
+            # pass's first digits, so that no digit of either is skipped.
+            pieces = []
+            while size > 0:
+                pass_index, offset = divmod(start, len(images))
+                frames, targets = self._pass(pass_index)
+                taken = min(size, len(images) - offset)
+                pieces.append(
+                    (frames[offset : offset + taken], targets[offset : offset + taken])
+                )
+                start, size = start + taken, size - taken
+            x = np.concatenate([frames for frames, _ in pieces])
+            y = np.concatenate([targets for _, targets in pieces])
             return ((x, y), (y, x)) if with_decoder else (x, y)
 
     return ExpandedBatches()

@@ -46,6 +46,7 @@ from mnist_training import (  # noqa: E402
     load_checked_data,
     prepare,
     read_training_log,
+    refuse_out_of_range,
     resumable_run_files,
     select_keras_backend,
     set_up_data_parallel,
@@ -136,19 +137,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.output_dir is None:
         args.output_dir = Path("runs") / f"{args.model.replace('-', '_')}_mnist"
-    for name in ("epochs", "batch_size", "routing_iterations"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    for name in ("train_samples", "test_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    if args.shift < 0:
-        parser.error("--shift must be 0 or more")
-    for name in ("lr", "lr_decay"):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    if not args.min_lr >= 0:
-        parser.error("--min-lr must be 0 or more")
+    refuse_out_of_range(
+        parser,
+        args,
+        positive=(
+            "epochs", "batch_size", "routing_iterations", "train_samples",
+            "test_samples", "lr", "lr_decay",
+        ),
+        non_negative=("shift", "min_lr", "recon_weight"),
+    )  # fmt: skip
     return args
 
 

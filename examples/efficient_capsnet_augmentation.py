@@ -138,6 +138,11 @@ def augment(images: Any, rng: np.random.Generator) -> Any:
     [0, 1], float32. Deterministic for a given `rng` state.
     """
     images = np.asarray(images, "float32")
+    if images.ndim != 4 or images.shape[-1] != 1:
+        raise ValueError(
+            "`images` must be a batch of one-channel images, (N, H, W, 1). "
+            f"Received: images.shape={images.shape}"
+        )
     count, height, width = images.shape[:3]
     if count == 0:
         return images

@@ -75,6 +75,7 @@ from mnist_training import (  # noqa: E402
     load_checked_data,
     prepare,
     read_training_log,
+    refuse_out_of_range,
     resumable_run_files,
     select_keras_backend,
     stopped_on_nan,
@@ -142,15 +143,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="start over, discarding the checkpoint and log in --output-dir",
     )
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "routing_iterations"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    for name in ("train_samples", "test_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
-    for name in ("lr", "final_inverse_temperature"):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    refuse_out_of_range(
+        parser,
+        args,
+        positive=(
+            "epochs", "batch_size", "routing_iterations", "train_samples",
+            "test_samples", "lr", "lr_decay", "final_inverse_temperature",
+        ),
+    )  # fmt: skip
     return args
 
 

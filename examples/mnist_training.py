@@ -187,6 +187,27 @@ def resumable_run_files(folder: Path, fresh: bool) -> tuple[Path, Path]:
     return backup_dir, log_path
 
 
+def refuse_out_of_range(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    positive: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+) -> None:
+    """`parser.error` (exit 2) for the first option out of its range.
+
+    Options left at `None` (not given, no default) are not checked; NaN is
+    out of every range.
+    """
+    for names, in_range, wanted in (
+        (positive, lambda value: value > 0, "positive"),
+        (non_negative, lambda value: value >= 0, "0 or more"),
+    ):
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and not in_range(value):
+                parser.error(f"--{name.replace('_', '-')} must be {wanted}")
+
+
 def training_callbacks(
     keras: Any, args: argparse.Namespace, batches: Any, backup_dir: Path, log_path: Path
 ) -> list[Any]:

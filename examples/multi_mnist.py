@@ -37,6 +37,7 @@ from mnist_training import (  # noqa: E402
     describe_machine,
     load_checked_data,
     read_training_log,
+    refuse_out_of_range,
     resumable_run_files,
     select_keras_backend,
     stopped_on_nan,
@@ -76,10 +77,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="weights, pairs, order")
     parser.add_argument("--fresh", action="store_true", help="discard the checkpoint")
     args = parser.parse_args(argv)
-    for name in ("epochs", "batch_size", "train_samples", "test_samples"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    refuse_out_of_range(
+        parser,
+        args,
+        positive=(
+            "epochs", "batch_size", "train_samples", "test_samples", "lr", "lr_decay",
+        ),
+        non_negative=("recon_weight",),
+    )  # fmt: skip
     return args
 
 

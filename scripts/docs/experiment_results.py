@@ -65,6 +65,35 @@ def _run_header(directory: Path, script: str) -> list[str]:
     return [command_block(command)] if command else []
 
 
+def _renders_run(
+    folder: str, what: str, script: str
+) -> Callable[[Callable[[dict], list[str]]], Callable[[Path, Pending], str]]:
+    """Makes `body(metrics) -> markdown pieces` a hook `render(docs_dir, pending)`.
+
+    The hook reads `docs/assets/<folder>/metrics.json`, or returns `pending`'s
+    admonition naming `what` and `examples/<script>` when the run is not
+    committed; before the body it puts the command of the folder's README.
+    """
+
+    def decorate(body: Callable[[dict], list[str]]) -> Callable[[Path, Pending], str]:
+        def render(docs_dir: Path, pending: Pending) -> str:
+            directory = docs_dir / "assets" / folder
+            path = directory / "metrics.json"
+            if not path.exists():
+                return pending(
+                    f"{what}, `assets/{folder}/metrics.json`",
+                    f"It is made by `examples/{script}`.",
+                )
+            metrics = json.loads(path.read_text())
+            return "\n".join([*_run_header(directory, script), *body(metrics)])
+
+        render.__name__ = render.__qualname__ = body.__name__
+        render.__doc__ = body.__doc__
+        return render
+
+    return decorate
+
+
 def _machine(metrics: dict) -> str:
     return (
         f"{metrics['backend']} backend (Keras {metrics['keras_version']}), "
@@ -72,15 +101,8 @@ def _machine(metrics: dict) -> str:
     )
 
 
-def render_multi_mnist(docs_dir: Path, pending: Pending) -> str:
-    directory = docs_dir / "assets" / "multi_mnist"
-    path = directory / "metrics.json"
-    if not path.exists():
-        return pending(
-            "the MultiMNIST run, `assets/multi_mnist/metrics.json`",
-            "It is made by `examples/multi_mnist.py`.",
-        )
-    metrics = json.loads(path.read_text())
+@_renders_run("multi_mnist", "the MultiMNIST run", "multi_mnist.py")
+def render_multi_mnist(metrics: dict) -> list[str]:
     accuracies = metrics["history"].get("val_lengths_accuracy", [])
     rows = [
         [
@@ -105,21 +127,14 @@ def render_multi_mnist(docs_dir: Path, pending: Pending) -> str:
     # After one epoch, that epoch's accuracy is the error in the first row.
     if len(accuracies) > 1:
         rows += accuracy_per_epoch(accuracies, "accuracy after each epoch", columns=3)
-    out = _run_header(directory, "multi_mnist.py")
-    out.append(markdown_table(["", "this run", "Sabour et al. 2017"], rows))
-    out.append(f"Machine: {_machine(metrics)}.\n")
-    return "\n".join(out)
+    return [
+        markdown_table(["", "this run", "Sabour et al. 2017"], rows),
+        f"Machine: {_machine(metrics)}.\n",
+    ]
 
 
-def render_affine(docs_dir: Path, pending: Pending) -> str:
-    directory = docs_dir / "assets" / "affine_robustness"
-    path = directory / "metrics.json"
-    if not path.exists():
-        return pending(
-            "the affine-robustness run, `assets/affine_robustness/metrics.json`",
-            "It is made by `examples/affine_robustness.py`.",
-        )
-    metrics = json.loads(path.read_text())
+@_renders_run("affine_robustness", "the affine-robustness run", "affine_robustness.py")
+def render_affine(metrics: dict) -> list[str]:
     accuracy, paper = metrics["test_accuracy"], metrics["paper_test_accuracy"]
     budget = {
         "capsnet": f"{metrics['capsnet_epochs']} epoch(s) of "
@@ -138,8 +153,7 @@ def render_affine(docs_dir: Path, pending: Pending) -> str:
         ]
         for model, name in (("capsnet", "CapsNet"), ("cnn", "CNN baseline"))
     ]
-    out = _run_header(directory, "affine_robustness.py")
-    out.append(
+    return [
         markdown_table(
             [
                 "model",
@@ -150,25 +164,17 @@ def render_affine(docs_dir: Path, pending: Pending) -> str:
                 "training",
             ],
             rows,
-        )
-    )
-    out.append(
+        ),
         f"Test sets: the {metrics['test_digits']:,} MNIST test digits, once "
         "translated in 40x40 (expanded) and once under random affine "
-        f"transformations (affNIST-like). Machine: {_machine(metrics)}.\n"
-    )
-    return "\n".join(out)
+        f"transformations (affNIST-like). Machine: {_machine(metrics)}.\n",
+    ]
 
 
-def render_matrix_capsnet(docs_dir: Path, pending: Pending) -> str:
-    directory = docs_dir / "assets" / "matrix_capsnet"
-    path = directory / "metrics.json"
-    if not path.exists():
-        return pending(
-            "the MNIST run of MatrixCapsNet, `assets/matrix_capsnet/metrics.json`",
-            "It is made by `examples/matrix_capsnet_mnist.py`.",
-        )
-    metrics = json.loads(path.read_text())
+@_renders_run(
+    "matrix_capsnet", "the MNIST run of MatrixCapsNet", "matrix_capsnet_mnist.py"
+)
+def render_matrix_capsnet(metrics: dict) -> list[str]:
     accuracies = metrics.get("history", {}).get("val_accuracy", [])
     rows = [
         [
@@ -188,7 +194,4 @@ def render_matrix_capsnet(docs_dir: Path, pending: Pending) -> str:
         ],
     ]
     rows += accuracy_per_epoch(accuracies)
-    out = _run_header(directory, "matrix_capsnet_mnist.py")
-    out.append(markdown_table(["", "this run"], rows))
-    out.append(f"Machine: {_machine(metrics)}.\n")
-    return "\n".join(out)
+    return [markdown_table(["", "this run"], rows), f"Machine: {_machine(metrics)}.\n"]

@@ -117,6 +117,24 @@ def test_expanded_batches_cover_each_pass_and_continue_across_rounds():
     np.testing.assert_array_equal(x, x_target)
 
 
+def test_a_batch_across_the_end_of_a_pass_skips_no_digit():
+    example = example_module(AFFINE)
+    images, labels = digits(40)
+    args = example.parse_args(["--batch-size", "6", "--seed", "5"])
+    # Rounds of 24 digits in batches of 6: the second round's third batch
+    # (digits 36-41) crosses into the second pass, and so on.
+    rounds = example.expanded_batches(images, labels, 10, args, 24, with_decoder=False)
+    seen = []
+    for epoch in range(5):  # 5 x 24 = 3 passes over the 40 digits
+        rounds.epoch = epoch
+        for index in range(len(rounds)):
+            x, y = rounds[index]
+            assert len(x) == len(y) == 6
+            seen.append(np.argmax(y, -1))
+    counts = np.bincount(np.concatenate(seen), minlength=10)
+    np.testing.assert_array_equal(counts, np.full(10, 12))
+
+
 @pytest.mark.parametrize("script", [MULTI_MNIST, AFFINE], ids=["multi", "affine"])
 def test_a_bad_data_file_is_one_line(script, tmp_path):
     bad = write_npz(tmp_path / "bad.npz", y_test=None)
@@ -173,3 +191,16 @@ def test_a_tiny_affine_run_stops_the_cnn_at_the_capsnet_accuracy(mnist_path, tmp
     assert (out / "affine_examples.png").stat().st_size > 0
     loaded = keras.saving.load_model(out / "cnn_expanded_mnist.keras")
     assert loaded.input_shape == (None, 40, 40, 1)
+
+
+@pytest.mark.parametrize("script", [MULTI_MNIST, AFFINE], ids=["multi", "affine"])
+@pytest.mark.parametrize(
+    "option, value",
+    [("--lr", "0"), ("--lr-decay", "-1"), ("--recon-weight", "-0.1"), ("--lr", "nan")],
+)
+def test_numbers_out_of_range_are_refused(script, option, value, capsys):
+    example = example_module(script)
+    with pytest.raises(SystemExit) as stopped:
+        example.parse_args([option, value])
+    assert stopped.value.code == 2
+    assert f"{option} must be" in capsys.readouterr().err

@@ -146,3 +146,10 @@ def test_a_tiny_run_trains_and_saves_the_model(mnist_path, tmp_path):
     model = keras.saving.load_model(tmp_path / "efficient_capsnet.keras")
     assert type(model).__name__ == "EfficientCapsNet"
     assert (tmp_path / "reconstructions.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (4, 28, 28), (4, 28, 28, 3)])
+def test_augmentation_names_a_batch_of_the_wrong_shape(shape):
+    augmentation = augmentation_module()
+    with pytest.raises(ValueError, match=r"images\.shape=\(" + str(shape[0])):
+        augmentation.augment(np.zeros(shape, "float32"), np.random.default_rng(0))
