@@ -50,6 +50,29 @@ def test_layer_contract_against_numpy(tmp_path):
     )
 
 
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_a_window_covering_the_input_against_numpy(data_format, tmp_path):
+    # The paper's case: one output position, computed as a sum of products
+    # instead of a convolution.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 5, 4, 6)).astype("float32")
+    kernel = rng.normal(0, 0.3, size=(5, 4, 6, 2)).astype("float32")
+    bias = rng.normal(0, 0.1, size=(12,)).astype("float32")
+    inputs = x if data_format == "channels_last" else np.transpose(x, (0, 3, 1, 2))
+    run_layer_test(
+        DepthwisePrimaryCapsule,
+        {"capsule_dim": 3, "kernel_size": (5, 4), "depth_multiplier": 2,
+         "data_format": data_format},
+        input_data=inputs,
+        expected_output_shape=(2, 4, 3),
+        expected_num_trainable_weights=2,
+        init_weights=[kernel, bias],
+        expected_output=_expected(x, kernel, bias, 1, 3),
+        output_rtol=1e-4,
+        tmp_path=tmp_path,
+    )  # fmt: skip
+
+
 def test_papers_primary_capsules_are_16_of_8_dimensions():
     layer = DepthwisePrimaryCapsule(8, kernel_size=9, data_format="channels_last")
     capsules = layer(np.random.default_rng(1).normal(size=(2, 9, 9, 128)))
