@@ -8,7 +8,8 @@
 margin loss plus the 0.0005-weighted sum of squared pixel errors, random
 shifts of up to 2 pixels, Adam at 1e-3 decayed by 0.9 per epoch, batch 100.
 `--model efficient-capsnet` follows the authors' code of Mazzia et al.
-(2021): the same losses, Adam at 5e-4 decayed by 0.97 per epoch, batch 16,
+(2021): the same losses, Adam at 5e-4 decayed by 0.97 per epoch (down to
+5e-5, their floor), batch 16,
 and their augmentation (half the images rotated, mostly by a few degrees,
 each digit shifted within its margins, squished horizontally and given an
 erased 4x4 patch; see `efficient_capsnet_augmentation.py`). Options left out take the model's recipe.
