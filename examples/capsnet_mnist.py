@@ -43,7 +43,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from efficient_capsnet_augmentation import augment  # noqa: E402
 from mnist_training import (  # noqa: E402
+    VALIDATION_ACCURACY,
+    DataError,
     describe_machine,
+    hold_out,
     load_checked_data,
     prepare,
     read_training_log,
@@ -94,6 +97,14 @@ OPTIONS = [
     ("--shift", int, 2, "largest random translation in pixels (CapsNet; 0: none)"),
     ("--train-samples", int, None, "train on the first N training images"),
     ("--test-samples", int, None, "test on the first N test images"),
+    (
+        "--validation-samples",
+        int,
+        0,
+        "hold out the last N training images to validate on after every "
+        "epoch, keeping the best epoch's weights in OUTPUT_DIR/backup/"
+        "best.weights.h5 (0: validate on the test set, keep only the last)",
+    ),
     ("--output-dir", Path, None, "where outputs go (default: runs/MODEL_mnist)"),
     ("--seed", int, 0, "seed of the weights, shuffling and augmentation"),
 ]
@@ -145,7 +156,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "epochs", "batch_size", "routing_iterations", "train_samples",
             "test_samples", "lr", "lr_decay",
         ),
-        non_negative=("shift", "min_lr", "recon_weight"),
+        non_negative=("shift", "min_lr", "recon_weight", "validation_samples"),
     )  # fmt: skip
     return args
 
@@ -280,8 +291,18 @@ def main(argv: list[str] | None = None) -> int:
     x_test, y_test = prepare(
         x_test[: args.test_samples], y_test[: args.test_samples], num_classes
     )
+    x_val, y_val = x_test, y_test
+    if args.validation_samples:
+        try:
+            (x_train, y_train), (x_val, y_val) = hold_out(
+                x_train, y_train, args.validation_samples
+            )
+        except DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     print(
         f"backend: {backend}, devices: {devices}, train: {x_train.shape}, "
+        f"validation: {x_val.shape if args.validation_samples else 'the test set'}, "
         f"test: {x_test.shape}, classes: {num_classes}"
     )
 
@@ -306,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     history = model.fit(
         batches,
         epochs=args.epochs,
-        validation_data=validation_set(x_test, y_test, args.batch_size, devices),
+        validation_data=validation_set(x_val, y_val, args.batch_size, devices),
         callbacks=training_callbacks(keras, args, batches, backup_dir, log_path),
         # One line per epoch when the output is a log file, not a terminal.
         verbose=1 if sys.stdout.isatty() else 2,
@@ -314,18 +335,35 @@ def main(argv: list[str] | None = None) -> int:
     if stopped_on_nan(history, backup_dir):
         return 1
 
-    test_started = time.perf_counter()
-    # Zero images pad the test set to a multiple of the devices, so that
-    # every batch splits evenly; their predictions are dropped.
-    padding = np.zeros((-len(x_test) % devices, *x_test.shape[1:]), "float32")
-    lengths, reconstructions = (
-        outputs[: len(x_test)]
-        for outputs in model.predict(
-            np.concatenate([x_test, padding]), batch_size=args.batch_size, verbose=0
+    def test(model: Any) -> tuple[float, Any, float]:
+        """Accuracy on the test set, the reconstructions, and the seconds taken."""
+        started = time.perf_counter()
+        # Zero images pad the test set to a multiple of the devices, so that
+        # every batch splits evenly; their predictions are dropped.
+        padding = np.zeros((-len(x_test) % devices, *x_test.shape[1:]), "float32")
+        lengths, reconstructions = (
+            outputs[: len(x_test)]
+            for outputs in model.predict(
+                np.concatenate([x_test, padding]), batch_size=args.batch_size, verbose=0
+            )
         )
-    )
-    test_seconds = time.perf_counter() - test_started
-    accuracy = float(np.mean(np.argmax(lengths, -1) == np.argmax(y_test, -1)))
+        correct = np.argmax(lengths, -1) == np.argmax(y_test, -1)
+        return float(np.mean(correct)), reconstructions, time.perf_counter() - started
+
+    best = {}
+    best_weights = backup_dir / "best.weights.h5"
+    if args.validation_samples and best_weights.exists():
+        last_weights = [np.array(w) for w in model.get_weights()]
+        model.load_weights(best_weights)
+        best_accuracy, _, _ = test(model)
+        validated = read_training_log(log_path).get(VALIDATION_ACCURACY, [])
+        best = {
+            "best_epoch": int(np.argmax(validated)) + 1,
+            "best_validation_accuracy": float(np.max(validated)),
+            "best_test_accuracy": best_accuracy,
+        }
+        model.set_weights(last_weights)
+    accuracy, reconstructions, test_seconds = test(model)
 
     model.save(output_dir / f"{args.model.replace('-', '_')}.keras")
     plot_reconstructions(
@@ -348,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "test_accuracy": accuracy,
         "test_samples": len(x_test),
+        "validation_samples": args.validation_samples,
+        **best,
         "train_samples": len(x_train),
         "epochs": len(epoch_seconds),
         "backend": backend,

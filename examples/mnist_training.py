@@ -262,7 +262,7 @@ def training_callbacks(
                 return
             super().on_epoch_end(epoch, logs)
 
-    return [
+    callbacks = [
         EpochClock(),
         keras.callbacks.LearningRateScheduler(
             lambda epoch: max(
@@ -273,6 +273,48 @@ def training_callbacks(
         BackupFiniteEpochs(str(backup_dir), delete_checkpoint=False),
         FiniteEpochsLog(str(log_path), append=True),
     ]
+    if getattr(args, "validation_samples", 0):
+        callbacks.append(best_checkpoint(keras, backup_dir, log_path))
+    return callbacks
+
+
+# The log key of the accuracy on the held-out validation images.
+VALIDATION_ACCURACY = "val_lengths_accuracy"
+
+
+def best_checkpoint(keras: Any, backup_dir: Path, log_path: Path) -> Any:
+    """Keeps the weights of the epoch best on the held-out validation images.
+
+    Written to `backup_dir`/best.weights.h5. A resumed run starts from the
+    best accuracy in the CSV log, so an epoch after the restart only
+    replaces the kept weights when it beats every earlier one.
+    """
+    earlier = read_training_log(log_path).get(VALIDATION_ACCURACY, [])
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    return keras.callbacks.ModelCheckpoint(
+        str(backup_dir / "best.weights.h5"),
+        monitor=VALIDATION_ACCURACY,
+        mode="max",
+        save_best_only=True,
+        save_weights_only=True,
+        initial_value_threshold=max(earlier) if earlier else None,
+    )
+
+
+def hold_out(
+    images: Any, labels: Any, count: int
+) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """Splits the last `count` training images off as a validation set.
+
+    The best checkpoint is chosen on them, never on the test set.
+    """
+    if count >= len(images):
+        raise DataError(
+            f"--validation-samples {count} leaves no training images of the "
+            f"{len(images)}"
+        )
+    cut = len(images) - count
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
 
 
 def stopped_on_nan(history: Any, backup_dir: Path) -> bool:
