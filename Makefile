@@ -7,8 +7,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The CPU build of PyTorch; override (e.g. TORCH_SPEC=torch) where another build is wanted.
+# CPU builds of the three frameworks, for a machine without a GPU; override
+# them (e.g. TORCH_SPEC=torch TF_SPEC="tensorflow[and-cuda]" JAX_SPEC="jax[cuda12]")
+# where another build is wanted. The package's extras name no build, so only
+# these lines choose one.
 TORCH_SPEC ?= torch==2.13.0
+TF_SPEC ?= tensorflow-cpu>=2.16
+JAX_SPEC ?= jax[cpu]>=0.4.30
 BACKENDS ?= tensorflow torch jax
 MNIST ?= ../shared/data/mnist.npz
 PYTEST_ARGS ?=
@@ -20,7 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	# torch first, so nothing that depends on it pulls another build.
 	$(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[tensorflow,torch,jax,dev,docs,examples]"
+	# The CPU builds by name, not the [tensorflow] and [jax] extras: those
+	# name `tensorflow`, which would be installed beside tensorflow-cpu.
+	$(PY) -m pip install -e ".[torch,visualization,dev,docs,examples]" "$(TF_SPEC)" "$(JAX_SPEC)"
 	touch $@
 
 venv: $(VENV)/.installed

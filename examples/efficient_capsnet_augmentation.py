@@ -152,3 +152,28 @@ def augment(images: Any, rng: np.random.Generator) -> Any:
     rotated = np.where(rotated > 1e-3, rotated, 0.0).astype("float32")
     moved = _transform(rotated, _shifts_and_squishes(rng, rotated))
     return np.clip(_erase_patches(rng, moved), 0.0, 1.0).astype("float32")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Answers --help: this module is imported, not run."""
+    import argparse
+    import sys
+
+    argparse.ArgumentParser(
+        prog="efficient_capsnet_augmentation.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="This module is not a script: capsnet_mnist.py --model "
+        "efficient-capsnet imports its `augment(images, rng)`. Run that, e.g. "
+        "python examples/capsnet_mnist.py --model efficient-capsnet --help.",
+    ).parse_args(argv)
+    print(
+        "efficient_capsnet_augmentation.py is a module that "
+        "capsnet_mnist.py imports, not a script; see --help",
+        file=sys.stderr,
+    )
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

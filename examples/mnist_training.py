@@ -357,3 +357,22 @@ def write_metrics(
     """Writes `metrics` as JSON, with the run's options last, under "args"."""
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     path.write_text(json.dumps({**metrics, "args": options}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    # Not a script: it answers --help with what it is, and says so otherwise.
+    argparse.ArgumentParser(
+        prog="mnist_training.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="This module is not a script: capsnet_mnist.py, "
+        "matrix_capsnet_mnist.py, multi_mnist.py, affine_robustness.py and "
+        "reference_torch_capsnet.py import it. Run one of them, e.g. "
+        "python examples/capsnet_mnist.py --help.",
+    ).parse_args()
+    print(
+        "mnist_training.py is a module the example scripts import, not a "
+        "script; see python examples/capsnet_mnist.py --help",
+        file=sys.stderr,
+    )
+    sys.exit(2)

@@ -4,7 +4,7 @@ The figures take any `CapsuleAutoencoder` (an object with `encode` and
 `decode`, like `keras_capsules.models.CapsNet`) or plain arrays.
 
 Needs matplotlib, which is imported only when a plot is made:
-`pip install keras-capsules[examples]`.
+`pip install "keras-capsules[visualization]"`.
 """
 
 from keras_capsules.visualization.capsules import (

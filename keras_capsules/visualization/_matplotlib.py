@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
-def new_figure(width: float, height: float) -> Any:
+def new_figure(
+    width: float,
+    height: float,
+    layout: Literal["constrained", "tight"] | None = None,
+) -> Any:
     """A matplotlib Figure on the Agg canvas.
 
     The Figure is made without `pyplot`, so no GUI backend is touched, no
     global figure list grows, and plotting works on headless machines.
+    `layout="constrained"` keeps titles, labels and legends inside it.
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,9 +23,9 @@ def new_figure(width: float, height: float) -> Any:
     except ImportError as error:
         raise ImportError(
             "`keras_capsules.visualization` needs matplotlib. Install it "
-            "with: pip install keras-capsules[examples]"
+            'with: pip install "keras-capsules[visualization]"'
         ) from error
-    figure = Figure(figsize=(width, height))
+    figure = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(figure)
     return figure
 

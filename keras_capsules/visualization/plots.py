@@ -17,6 +17,8 @@ from keras_capsules.visualization.capsules import (
 )
 
 PAPER_DELTAS = tuple(round(-0.25 + 0.05 * k, 2) for k in range(11))
+# `plot_history` marks the points of runs up to this many epochs only.
+MAX_MARKED_EPOCHS = 20
 
 
 def _as_images(name: str, images: Any) -> np.ndarray:
@@ -194,15 +196,64 @@ def _history_dict(history: Any) -> dict[str, list[float]]:
     return {key: [float(v) for v in values] for key, values in logs.items()}
 
 
-def plot_history(history: Any, path: str | Path | None = None) -> Any:
+def _paired(keys: list[str]) -> list[str]:
+    """The keys in order of quantity, each training key before its `val_` twin."""
+    bases = dict.fromkeys(key.removeprefix("val_") for key in keys)
+    return [k for base in bases for k in (base, f"val_{base}") if k in keys]
+
+
+def _coincide(a: np.ndarray, b: np.ndarray, tolerance: float) -> bool:
+    """Whether two curves would be drawn over one another."""
+    if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
+        return False
+    finite = ~np.isnan(a)
+    return bool(np.all(np.abs(a[finite] - b[finite]) <= tolerance))
+
+
+def _visible_series(
+    logs: dict[str, list[float]], keys: list[str], log_scale: bool
+) -> list[tuple[str, list[str]]]:
+    """Groups the keys whose curves coincide on the axes: one line per group.
+
+    Two curves coincide when they differ nowhere by more than 1 % of the
+    axes' height (in log space on a log scale): the second would be hidden
+    under the first, so it is drawn once, labelled with both names.
+    """
+    curves: dict[str, np.ndarray] = {}
+    for key in keys:
+        values = np.asarray(logs[key], dtype="float64")
+        curves[key] = np.log10(values) if log_scale else values
+    finite = np.concatenate([c[~np.isnan(c)] for c in curves.values()] or [[]])
+    span = float(np.ptp(finite)) if finite.size else 0.0
+    tolerance = 0.01 * span
+    groups: list[tuple[str, list[str]]] = []
+    for key in keys:
+        for first, members in groups:
+            if _coincide(curves[first], curves[key], tolerance):
+                members.append(key)
+                break
+        else:
+            groups.append((key, [key]))
+    return groups
+
+
+def plot_history(
+    history: Any, path: str | Path | None = None, title: str | None = None
+) -> Any:
     """Plots the losses and accuracies logged by `fit`, per epoch.
 
-    Keys with `loss` in their name go to the first axes (log scale), keys
-    with `accuracy` to the second; validation keys (`val_...`) are dashed.
+    Keys with `loss` in their name go to the first axes (log scale when all
+    are positive), keys with `acc` to the second. A quantity keeps one
+    colour: training is solid, validation (`val_...`) dashed. Points are
+    marked up to 20 epochs only, so long runs stay readable. Curves that
+    coincide on the axes are drawn once and named together in the legend
+    (`"first_loss ≈ second_loss"`), so the legend lists only lines one can
+    see. The layout is constrained: titles and legends stay in the figure.
 
     Args:
         history: The `History` returned by `fit`, or its `history` dict.
         path: Where to save the figure. Defaults to `None`, not saved.
+        title: A title above the axes. Defaults to `None`, no title.
 
     Returns:
         The matplotlib `Figure`: one axes for the losses, and one more for
@@ -218,32 +269,44 @@ def plot_history(history: Any, path: str | Path | None = None) -> Any:
     """
     logs = _history_dict(history)
     # The total loss first, then its terms.
-    loss_keys = sorted(
-        (key for key in logs if "loss" in key), key=lambda k: k != "loss"
+    loss_keys = _paired(
+        sorted(
+            (key for key in logs if "loss" in key),
+            key=lambda k: k.removeprefix("val_") != "loss",
+        )
     )
-    accuracy_keys = [key for key in logs if "acc" in key]
+    accuracy_keys = _paired([key for key in logs if "acc" in key])
     panels = [("loss", loss_keys)] + (
         [("accuracy", accuracy_keys)] if accuracy_keys else []
     )
-    figure = new_figure(5.0 * len(panels), 3.6)
+    figure = new_figure(5.0 * len(panels), 3.6, layout="constrained")
     grid = figure.subplots(1, len(panels), squeeze=False)[0]
-    for axes, (title, keys) in zip(grid, panels, strict=True):
+    for axes, (panel, keys) in zip(grid, panels, strict=True):
+        log_scale = panel == "loss" and all(v > 0 for key in keys for v in logs[key])
+        series = _visible_series(logs, keys, log_scale)
         # A metric and its `val_` twin share a colour, so pairs read at a glance.
-        bases = list(dict.fromkeys(key.removeprefix("val_") for key in keys))
-        for key in keys:
+        bases = list(dict.fromkeys(key.removeprefix("val_") for key, _ in series))
+        for key, members in series:
             values = logs[key]
             epochs = np.arange(1, len(values) + 1)
-            style = "--" if key.startswith("val_") else "-"
-            color = f"C{bases.index(key.removeprefix('val_')) % 10}"
-            axes.plot(epochs, values, style, color=color, marker="o", label=key)
-        if title == "loss" and all(v > 0 for key in keys for v in logs[key]):
+            axes.plot(
+                epochs,
+                values,
+                linestyle="--" if key.startswith("val_") else "-",
+                color=f"C{bases.index(key.removeprefix('val_')) % 10}",
+                marker="o" if len(values) <= MAX_MARKED_EPOCHS else "None",
+                markersize=3,
+                label=" ≈ ".join(members),
+            )
+        if log_scale:
             axes.set_yscale("log")
-        axes.set_title(title)
+        axes.set_title(panel)
         axes.set_xlabel("epoch")
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
         if keys:
             axes.legend(fontsize=8)
-    figure.tight_layout()
+    if title is not None:
+        figure.suptitle(title)
     save(figure, path)
     return figure

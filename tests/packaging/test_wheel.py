@@ -75,6 +75,20 @@ def test_wheel_holds_the_package_and_its_metadata_only(wheel):
     assert not [n for n in names if re.search(r"(^|/)(tests?|docs|examples)/", n)]
 
 
+def test_wheel_holds_the_license(wheel):
+    archive = zipfile.ZipFile(wheel)
+    dist_info = f"keras_capsules-{keras_capsules.__version__}.dist-info"
+    license_name = f"{dist_info}/licenses/LICENSE"
+    assert license_name in archive.namelist()
+    assert archive.read(license_name) == (REPO_ROOT / "LICENSE").read_bytes()
+    text = archive.read(license_name).decode()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text
+    metadata = archive.read(f"{dist_info}/METADATA").decode()
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "License-File: LICENSE" in metadata
+
+
 def test_wheel_metadata_is_fit_for_an_index(wheel):
     archive = zipfile.ZipFile(wheel)
     (metadata_name,) = [n for n in archive.namelist() if n.endswith("METADATA")]
@@ -86,8 +100,28 @@ def test_wheel_metadata_is_fit_for_an_index(wheel):
     assert "Classifier: Programming Language :: Python :: 3.11" in metadata
     assert re.search(r"License-Expression: Apache-2.0|License: Apache", metadata)
     assert "Requires-Dist: keras>=3" in metadata
-    for extra in ("tensorflow", "torch", "jax", "dev", "docs", "examples"):
+    for extra in (
+        "tensorflow",
+        "torch",
+        "jax",
+        "visualization",
+        "dev",
+        "docs",
+        "examples",
+    ):
         assert f"Provides-Extra: {extra}" in metadata
+    # The backend extras name the frameworks, not their CPU builds, so that a
+    # GPU machine gets its GPU build (docs/getting-started.md).
+    assert 'Requires-Dist: tensorflow>=2.16; extra == "tensorflow"' in metadata
+    assert 'Requires-Dist: jax>=0.4.30; extra == "jax"' in metadata
+    assert 'Requires-Dist: torch>=2.1; extra == "torch"' in metadata
+    requirements = re.findall(r"^Requires-Dist: (.*)$", metadata, re.MULTILINE)
+    assert not [r for r in requirements if "tensorflow-cpu" in r or "[cpu]" in r]
+    # The public `keras_capsules.visualization` needs matplotlib.
+    assert 'Requires-Dist: matplotlib>=3.7; extra == "visualization"' in metadata
+    summary = re.search(r"^Summary: (.*)$", metadata, re.MULTILINE).group(1)
+    for method in ("dynamic routing", "self-attention routing", "EM routing"):
+        assert method in summary, summary
     assert "Classifier: Framework :: Keras" in metadata
     assert "Project-URL: Documentation" in metadata
     assert "Description-Content-Type: text/markdown" in metadata
@@ -158,3 +192,11 @@ def test_version_agrees_with_the_changelog_and_pyproject():
     assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
         "attr": "keras_capsules.version.__version__"
     }
+
+
+def test_build_floor_builds_a_license_expression():
+    # `license = "Apache-2.0"` (PEP 639) and `license-files` need setuptools 77.
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    assert "setuptools>=77" in pyproject["build-system"]["requires"]
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    assert pyproject["project"]["license-files"] == ["LICENSE"]

@@ -199,5 +199,94 @@ def test_missing_matplotlib_names_the_extra(monkeypatch):
         "matplotlib.backends.backend_agg",
     ):
         monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(ImportError, match=r"pip install keras-capsules\[examples\]"):
+    with pytest.raises(
+        ImportError, match=r'pip install "keras-capsules\[visualization\]"'
+    ):
         plot_history({"loss": [1.0]})
+
+
+def _long_history(epochs: int) -> dict[str, list[float]]:
+    steps = np.arange(1, epochs + 1)
+    return {
+        "loss": list(1.0 / steps),
+        "val_loss": list(1.2 / steps),
+        "lengths_loss": list(0.5 / steps),
+        "val_lengths_loss": list(0.7 / steps),
+        "lengths_accuracy": list(1.0 - 0.5 / steps),
+        "val_lengths_accuracy": list(1.0 - 0.6 / steps),
+    }
+
+
+@pytest.mark.parametrize("epochs", [5, 80])
+def test_history_pairs_train_and_validation_by_colour_and_style(epochs):
+    figure = plot_history(_long_history(epochs))
+
+    for axes in figure.axes:
+        lines = {line.get_label(): line for line in axes.get_lines()}
+        for label, line in lines.items():
+            if label.startswith("val_"):
+                continue
+            twin = lines[f"val_{label}"]
+            assert line.get_color() == twin.get_color(), label
+            assert line.get_linestyle() == "-" and twin.get_linestyle() == "--"
+        colours = [line.get_color() for line in axes.get_lines()]
+        assert len(set(colours)) == len(lines) // 2  # one per quantity
+    markers = {line.get_marker() for axes in figure.axes for line in axes.get_lines()}
+    # Markers mark the points of short runs; on long ones they hide the dashes.
+    assert markers == ({"o"} if epochs <= 20 else {"None"})
+
+
+def test_history_legend_lists_only_the_visible_lines():
+    history = _long_history(30)
+    # MultiMNIST's two digits: equal losses, one curve hidden under the other.
+    history["first_loss"] = [0.3 / e for e in range(1, 31)]
+    history["second_loss"] = [v * (1 + 1e-4) for v in history["first_loss"]]
+    history["val_first_loss"] = [0.4 / e for e in range(1, 31)]
+    history["val_second_loss"] = list(history["val_first_loss"])
+
+    figure = plot_history(history)
+
+    for axes in figure.axes:
+        visible = [
+            line.get_label()
+            for line in axes.get_lines()
+            if line.get_visible() and not line.get_label().startswith("_")
+        ]
+        assert [text.get_text() for text in axes.get_legend().get_texts()] == visible
+    labels = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert labels == [
+        "loss",
+        "val_loss",
+        "lengths_loss",
+        "val_lengths_loss",
+        "first_loss ≈ second_loss",
+        "val_first_loss ≈ val_second_loss",
+    ]
+    merged = figure.axes[0].get_lines()[4:]
+    assert merged[0].get_color() == merged[1].get_color()
+    assert [line.get_linestyle() for line in merged] == ["-", "--"]
+
+
+def test_history_keeps_its_titles_and_legends_in_the_figure(tmp_path):
+    figure = plot_history(
+        _long_history(80),
+        tmp_path / "history.png",
+        title="Efficient-CapsNet on MNIST, 80 epochs: losses and accuracies",
+    )
+
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    box = figure.bbox
+    (suptitle,) = figure.texts
+    assert suptitle.get_text().startswith("Efficient-CapsNet")
+    artists = [suptitle] + [axes.title for axes in figure.axes]
+    artists += [axes.get_legend() for axes in figure.axes]
+    for artist in artists:
+        extent = artist.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, artist
+        assert box.y0 <= extent.y0 and extent.y1 <= box.y1, artist
+    # The figure title sits above the axes' titles, not over them.
+    for axes in figure.axes:
+        title = axes.title.get_window_extent(renderer)
+        assert title.y1 <= suptitle.get_window_extent(renderer).y0
+    assert_png_with_content(tmp_path / "history.png", min_width=800)
