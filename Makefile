@@ -39,11 +39,18 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy keras_capsules
 
+# JAX computes in float32 unless x64 is on, for the whole process: the
+# float64 tests (skipped, with the reason, in the plain JAX run) run again
+# in a process of their own with JAX_ENABLE_X64=1.
 test-backends: venv
 	@status=0; for backend in $(BACKENDS); do \
 		echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
 		KERAS_BACKEND=$$backend MNIST_PATH=$(MNIST) $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
-	done; exit $$status
+	done; \
+	if [ -n "$(filter jax,$(BACKENDS))" ]; then \
+		echo "=== pytest -m float64, KERAS_BACKEND=jax JAX_ENABLE_X64=1 ==="; \
+		KERAS_BACKEND=jax JAX_ENABLE_X64=1 MNIST_PATH=$(MNIST) $(PY) -m pytest -m float64 $(PYTEST_ARGS) || status=1; \
+	fi; exit $$status
 
 test: lint typecheck test-backends
 

@@ -33,6 +33,7 @@ read from the data.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,37 +64,47 @@ from mnist_training import (  # noqa: E402
 BACKENDS = ("tensorflow", "torch", "jax")
 
 
-# Each model's training recipe: the defaults of the options below.
-RECIPES = {
-    "capsnet": {
-        "epochs": 10,
-        "batch_size": 100,
-        "lr": 1e-3,
-        "lr_decay": 0.9,
-        "min_lr": 0.0,
-    },
-    # The floor is the Efficient-CapsNet authors' (their utils/tools.py):
-    # reached after 76 epochs.
-    "efficient-capsnet": {
-        "epochs": 10,
-        "batch_size": 16,
-        "lr": 5e-4,
-        "lr_decay": 0.97,
-        "min_lr": 5e-5,
-    },
+# The recipe's fields behind the options that default to it.
+RECIPE_OPTIONS = {
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "lr_decay": "decay_per_epoch",
+    "min_lr": "min_learning_rate",
+    "recon_weight": "reconstruction_weight",
 }
+
+
+def model_recipe(model: str, backend: str | None) -> Any:
+    """The `TrainingRecipe` of `--model`, read from the package's model.
+
+    Importing the package imports Keras, which reads `KERAS_BACKEND` once:
+    `--backend` is set first, unless Keras is already imported.
+    """
+    if backend and "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from keras_capsules.models import CapsNet, EfficientCapsNet
+
+    return {"capsnet": CapsNet, "efficient-capsnet": EfficientCapsNet}[model].recipe
+
 
 # (option, type, default, help); `--backend` and `--data-parallel` are added apart.
 # `None` where the model's recipe decides.
 OPTIONS = [
     ("--data", Path, None, "MNIST-like .npz (default: keras.datasets.mnist)"),
-    ("--epochs", int, None, "training epochs (recipe: 10)"),
+    ("--epochs", int, None, "training epochs (default: the recipe's, 10 / 150)"),
     ("--batch-size", int, None, "images per training step (recipe: 100 / 16)"),
     ("--lr", float, None, "Adam learning rate (recipe: 1e-3 / 5e-4)"),
     ("--lr-decay", float, None, "learning rate factor per epoch (0.9 / 0.97)"),
     ("--min-lr", float, None, "floor of the decayed learning rate (0 / 5e-5)"),
     ("--routing-iterations", int, 3, "routing iterations (CapsNet)"),
-    ("--recon-weight", float, 0.0005, "weight of the sum of squared pixel errors"),
+    (
+        "--recon-weight",
+        float,
+        None,
+        "weight of the sum of squared pixel errors (recipe: 0.0005)",
+    ),
     ("--shift", int, 2, "largest random translation in pixels (CapsNet; 0: none)"),
     ("--train-samples", int, None, "train on the first N training images"),
     ("--test-samples", int, None, "test on the first N test images"),
@@ -119,7 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--model",
-        choices=tuple(RECIPES),
+        choices=("capsnet", "efficient-capsnet"),
         default="capsnet",
         help="the network and its training recipe (default: capsnet)",
     )
@@ -144,9 +155,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="split each batch over all devices (JAX backend only)",
     )
     args = parser.parse_args(argv)
-    for name, value in RECIPES[args.model].items():
+    recipe = model_recipe(args.model, args.backend)
+    for name, field in RECIPE_OPTIONS.items():
         if getattr(args, name) is None:
-            setattr(args, name, value)
+            setattr(args, name, getattr(recipe, field))
     if args.output_dir is None:
         args.output_dir = Path("runs") / f"{args.model.replace('-', '_')}_mnist"
     refuse_out_of_range(
@@ -210,13 +222,12 @@ def augmented_epoch(images: Any, args: argparse.Namespace, epoch: int) -> Any:
 def training_batches(
     images: Any, labels: Any, args: argparse.Namespace, devices: int = 1
 ) -> Any:
-    """A `PyDataset` of shuffled, augmented batches `((x, y), (y, x))`.
+    """A `PyDataset` of shuffled, augmented batches `(images, labels)`.
 
     CapsNet's batches are shifted (`training_batch`); Efficient-CapsNet's
     come from the epoch's augmented images (`augmented_epoch`). NumPy only,
-    so it feeds every backend. The model takes the labels as an input too,
-    to mask the decoder's input in training; the augmented images are both
-    the input and the reconstruction target. Every batch splits evenly over
+    so it feeds every backend. The model reconstructs the augmented images,
+    from the capsule of each one's label. Every batch splits evenly over
     `devices`: the last one is cut to a multiple of it.
     """
     import keras
@@ -249,7 +260,7 @@ def training_batches(
                 x, y = self._augmented[1][batch], labels[batch]
             keep = len(x) - len(x) % devices
             x, y = x[:keep], y[:keep]
-            return (x, y), (y, x)
+            return x, y
 
     return TrainingBatches()
 
@@ -264,7 +275,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import keras
 
-    from keras_capsules.losses import MarginLoss, ReconstructionLoss
     from keras_capsules.models import CapsNet, EfficientCapsNet
     from keras_capsules.visualization import (
         plot_history,
@@ -318,10 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         model = EfficientCapsNet(image_shape=x_train.shape[1:], num_classes=num_classes)
+    # The model's recipe (`compile()`), with the options' learning rate and
+    # reconstruction weight; the schedule is `training_callbacks`'.
     model.compile(
         optimizer=keras.optimizers.Adam(args.lr),
-        loss=[MarginLoss(), ReconstructionLoss(weight=args.recon_weight)],
-        metrics=[[keras.metrics.CategoricalAccuracy(name="accuracy")], []],
+        reconstruction_weight=args.recon_weight,
     )
     batches = training_batches(x_train, y_train, args, devices)
     history = model.fit(
@@ -341,14 +352,15 @@ def main(argv: list[str] | None = None) -> int:
         # Zero images pad the test set to a multiple of the devices, so that
         # every batch splits evenly; their predictions are dropped.
         padding = np.zeros((-len(x_test) % devices, *x_test.shape[1:]), "float32")
-        lengths, reconstructions = (
-            outputs[: len(x_test)]
-            for outputs in model.predict(
-                np.concatenate([x_test, padding]), batch_size=args.batch_size, verbose=0
-            )
-        )
+        lengths = model.predict(
+            np.concatenate([x_test, padding]), batch_size=args.batch_size, verbose=0
+        )[: len(x_test)]
         correct = np.argmax(lengths, -1) == np.argmax(y_test, -1)
-        return float(np.mean(correct)), reconstructions, time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        # The reconstructions of the figure: each digit from its longest capsule.
+        shown = x_test[:10]
+        reconstructions = keras.ops.convert_to_numpy(model.decode(model.encode(shown)))
+        return float(np.mean(correct)), reconstructions, seconds
 
     best = {}
     best_weights = backup_dir / "best.weights.h5"
@@ -367,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model.save(output_dir / f"{args.model.replace('-', '_')}.keras")
     plot_reconstructions(
-        x_test[:10], reconstructions[:10], output_dir / "reconstructions.png"
+        x_test[:10], reconstructions, output_dir / "reconstructions.png"
     )
     plot_perturbations(model, x_test[0], output_dir / "perturbations.png")
     epoch_logs = read_training_log(log_path)

@@ -165,12 +165,12 @@ def set_up_data_parallel(batch_size: int) -> int:
 def validation_set(x_test: Any, y_test: Any, batch_size: int, devices: int) -> Any:
     """The test set, evaluated after every epoch, when its batches split evenly.
 
-    The labels go in too, so the decoder reconstructs from the true class
-    capsule, as in training.
+    The model reconstructs each image from its true class's capsule, as
+    in training.
     """
     if devices > 1 and len(x_test) % batch_size % devices:
         return None
-    return ((x_test, y_test), (y_test, x_test))
+    return (x_test, y_test)
 
 
 def resumable_run_files(folder: Path, fresh: bool) -> tuple[Path, Path]:
@@ -279,7 +279,7 @@ def training_callbacks(
 
 
 # The log key of the accuracy on the held-out validation images.
-VALIDATION_ACCURACY = "val_lengths_accuracy"
+VALIDATION_ACCURACY = "val_accuracy"
 
 
 def best_checkpoint(keras: Any, backup_dir: Path, log_path: Path) -> Any:

@@ -19,6 +19,32 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"keras {keras.__version__}, backend: {keras.backend.backend()}"
 
 
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    # A test named `*float64*` is a float64 test: `make test` runs them again
+    # on JAX with x64 enabled, in their own process (`pytest -m float64`).
+    for item in items:
+        if "float64" in item.name:
+            item.add_marker(pytest.mark.float64)
+
+
+def _jax_without_x64() -> bool:
+    if keras.backend.backend() != "jax":
+        return False
+    import jax
+
+    return not jax.config.jax_enable_x64
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("float64") and _jax_without_x64():
+        pytest.skip(
+            "float64 on JAX needs x64, off in this process: `make test` runs "
+            "the float64 tests with JAX_ENABLE_X64=1 (pytest -m float64)"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _reset_keras_state():
     """Each test starts from float32 and a fresh name scope.

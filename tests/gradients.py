@@ -109,3 +109,88 @@ def model_gradients(model: keras.Model, loss_fn: Callable, x, y) -> list[np.ndar
         grads = jax.grad(loss_of)([w.value for w in weights])
         return [np.asarray(g) for g in grads]
     raise NotImplementedError(f"No gradient helper for backend {backend!r}")
+
+
+def outputs_and_grads_function(
+    layer: keras.layers.Layer, **call_kwargs: Any
+) -> Callable[[Any], tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]]:
+    """A function of `inputs`: the outputs of `layer(inputs)` and gradients.
+
+    `layer` is a built layer or model; `inputs` an array or a list of
+    arrays, passed as the one positional argument. The objective is
+    the sum of every output, cast to float32. The function returns NumPy
+    arrays: the flattened outputs, the gradient for each input array and
+    for each trainable weight (in `layer.trainable_weights` order). On JAX
+    it is compiled once, for every call with inputs of the same shapes.
+    """
+    weights = layer.trainable_weights
+
+    def total(outputs: Any) -> Any:
+        return sum(
+            keras.ops.sum(keras.ops.cast(x, "float32"))
+            for x in keras.tree.flatten(outputs)
+        )
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        def objective(tensors, is_list, trainable, non_trainable):
+            inputs = list(tensors) if is_list else tensors[0]
+            outputs, _ = layer.stateless_call(
+                trainable, non_trainable, inputs, **call_kwargs
+            )
+            return total(outputs), outputs
+
+        compiled = jax.jit(
+            jax.value_and_grad(objective, argnums=(0, 2), has_aux=True),
+            static_argnums=1,
+        )
+
+    def run(inputs: Any) -> tuple[list, list, list]:
+        is_list = isinstance(inputs, (list, tuple))
+        arrays = [np.asarray(a) for a in (inputs if is_list else [inputs])]
+
+        def pack(tensors: Sequence[Any]) -> Any:
+            return list(tensors) if is_list else tensors[0]
+
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            tensors = [tf.constant(a) for a in arrays]
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                outputs = layer(pack(tensors), **call_kwargs)
+                value = total(outputs)
+            grads = tape.gradient(value, [*tensors, *weights])
+        elif backend == "torch":
+            import torch
+
+            tensors = [torch.tensor(a, requires_grad=True) for a in arrays]
+            outputs = layer(pack(tensors), **call_kwargs)
+            value = total(outputs)
+            grads = torch.autograd.grad(
+                value, [*tensors, *(w.value for w in weights)], allow_unused=True
+            )
+        elif backend == "jax":
+            (_, outputs), (input_grads, weight_grads) = compiled(
+                arrays,
+                is_list,
+                [w.value for w in weights],
+                [w.value for w in layer.non_trainable_weights],
+            )
+            grads = [*input_grads, *weight_grads]
+        else:
+            raise NotImplementedError(f"No gradient helper for backend {backend!r}")
+        outputs = [
+            np.asarray(keras.ops.convert_to_numpy(keras.ops.cast(x, "float32")))
+            for x in keras.tree.flatten(outputs)
+        ]
+        references = [*arrays, *(np.zeros(w.shape, "float32") for w in weights)]
+        grads = [
+            np.zeros_like(r) if g is None else np.asarray(keras.ops.convert_to_numpy(g))
+            for r, g in zip(references, grads)
+        ]
+        return outputs, grads[: len(arrays)], grads[len(arrays) :]
+
+    return run

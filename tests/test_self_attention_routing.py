@@ -98,8 +98,7 @@ def test_self_attention_routing_gradients_match_finite_differences():
 
 
 def test_self_attention_routing_float64_matches_reference():
-    if keras.backend.backend() == "jax":
-        pytest.skip("JAX computes in float32 unless jax_enable_x64 is set")
+    # On JAX it runs with x64 enabled (the `float64` marker, conftest.py).
     u, w, b = (x.astype("float64") for x in _case(seed=4))
     v = capsule_ops.self_attention_routing(u, w, b)
     assert keras.backend.standardize_dtype(v.dtype) == "float64"

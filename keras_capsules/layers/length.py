@@ -20,7 +20,9 @@ class Length(keras.layers.Layer):
 
     Input shape:
         Tensor `(batch, num_capsules, capsule_dim)`, or any rank of at least
-        2 with the capsule dimensions last.
+        3 with the capsule dimensions last. A 2D input is rejected: it would
+        be one capsule per example, or more often lengths or flattened
+        capsules passed by mistake.
 
     Output shape:
         The input shape without its last axis: `(batch, num_capsules)`.
@@ -36,6 +38,15 @@ class Length(keras.layers.Layer):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.input_spec = keras.layers.InputSpec(min_ndim=2)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        if len(input_shape) < 3:
+            raise ValueError(
+                "`Length` expects capsules of shape (batch, num_capsules, "
+                "capsule_dim), with the capsule dimensions last. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self.input_spec = keras.layers.InputSpec(min_ndim=3)
 
     def call(self, inputs: Any) -> Any:
         return capsule_ops.capsule_length(inputs, axis=-1)

@@ -13,6 +13,7 @@ from keras_capsules.models.base_capsule_classifier import (
     BaseCapsuleClassifier,
     resolve_renamed_arguments,
 )
+from keras_capsules.models.training_recipe import TrainingRecipe
 from keras_capsules.ops.convolution import CONV_IMPLEMENTATIONS
 
 
@@ -80,16 +81,19 @@ class CapsNet(BaseCapsuleClassifier):
     work, with a deprecation warning.
 
     Call arguments:
-        inputs: Images `(batch, height, width, channels)`, or a pair
-            `(images, labels)` with one-hot `labels` of shape
-            `(batch, num_classes)`.
-        training: Python boolean, passed to the sublayers; it does not
-            change which capsule the decoder sees.
+        inputs: Images `(batch, height, width, channels)`. (The pair
+            `(images, labels)` of v0.1, with one-hot labels, still gives
+            `(lengths, reconstructions)`, with a deprecation warning.)
+        training: Python boolean, passed to the sublayers.
+        return_coupling: Whether to return the coupling coefficients of
+            the last routing iteration too. Defaults to `False`.
 
     Returns:
-        With the decoder, the pair `(lengths, reconstructions)`: class
-        capsule lengths `(batch, num_classes)` and images of the input
-        shape; without it, the lengths alone.
+        The class capsule lengths `(batch, num_classes)`, the class
+        scores; with `return_coupling=True`, the pair `(lengths,
+        coupling)`, the coupling of shape `(batch, num_classes,
+        num_primary_capsules)`. `decode(encode(images), labels)`
+        reconstructs images.
 
     Example:
 
@@ -101,25 +105,36 @@ class CapsNet(BaseCapsuleClassifier):
     >>> small = keras_capsules.models.CapsNet(
     ...     image_shape=(20, 20, 3), num_classes=4, conv_filters=8,
     ...     primary_capsule_types=4, capsule_dim=6, decoder_units=(16,))
-    >>> lengths, reconstructions = small(np.zeros((2, 20, 20, 3), "float32"))
-    >>> tuple(lengths.shape), tuple(reconstructions.shape)
-    ((2, 4), (2, 20, 20, 3))
+    >>> images = np.zeros((2, 20, 20, 3), "float32")
+    >>> tuple(small(images).shape)
+    (2, 4)
+    >>> tuple(small.decode(small.encode(images), labels=[0, 3]).shape)
+    (2, 20, 20, 3)
 
-    Training on images `x` and one-hot labels `y`:
+    Training on images `x` and integer labels `y` with the paper's recipe
+    (Adam 1e-3 decayed by 0.9 per epoch, margin loss plus 0.0005 times the
+    sum of squared errors of the true class's reconstruction):
 
     ```python
-    model.compile(
-        optimizer="adam",
-        loss=[keras_capsules.losses.MarginLoss(),
-              keras_capsules.losses.ReconstructionLoss()],
-    )
-    model.fit((x, y), (y, x), batch_size=100, epochs=10)
+    model.compile()
+    model.fit(x, y, batch_size=100, epochs=10)
     ```
 
     Reference:
         - [Sabour, Frosst & Hinton, 2017. Dynamic Routing Between Capsules](
           https://arxiv.org/abs/1710.09829)
     """
+
+    recipe = TrainingRecipe(
+        learning_rate=1e-3,
+        decay_per_epoch=0.9,
+        batch_size=100,
+        epochs=10,
+        reconstruction_weight=0.0005,
+        source="Sabour et al. (2017) and CapsNet-Keras: Adam 1e-3 decayed by 0.9 "
+        "per epoch, batch 100, margin loss plus 0.0005 x the sum of squared "
+        "pixel errors",
+    )
 
     def __init__(
         self,

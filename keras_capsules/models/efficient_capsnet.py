@@ -10,6 +10,7 @@ from keras_capsules.models.base_capsule_classifier import (
     BaseCapsuleClassifier,
     resolve_renamed_arguments,
 )
+from keras_capsules.models.training_recipe import TrainingRecipe
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
@@ -23,8 +24,7 @@ class EfficientCapsNet(BaseCapsuleClassifier):
     routing pass, no iterations. As in `CapsNet`, the length of each class
     capsule is the score of that class (train with `MarginLoss`), and the
     optional decoder reconstructs the image from the masked class capsules
-    (train with `ReconstructionLoss`); see `BaseCapsuleClassifier` for
-    which capsule the decoder sees.
+    (the true class's capsule in training); see `BaseCapsuleClassifier`.
 
     The defaults are the paper's MNIST network: convolutions 32@5x5,
     64@3x3, 64@3x3 and 128@3x3 with stride 2 (He-normal initialized, as in
@@ -59,15 +59,24 @@ class EfficientCapsNet(BaseCapsuleClassifier):
             the dtype policy reaches every sublayer.
 
     Call arguments:
-        inputs: Images `(batch, height, width, channels)`, or a pair
-            `(images, labels)` with one-hot `labels` of shape
-            `(batch, num_classes)`.
+        inputs: Images `(batch, height, width, channels)`. (The pair
+            `(images, labels)` of v0.1 still gives `(lengths,
+            reconstructions)`, with a deprecation warning.)
         training: Python boolean: batch normalization uses batch
             statistics when `True`.
+        return_coupling: Whether to return the self-attention coupling
+            coefficients too. Defaults to `False`.
 
     Returns:
-        With the decoder, the pair `(lengths, reconstructions)`; without it,
-        the lengths alone.
+        The class capsule lengths `(batch, num_classes)`; with
+        `return_coupling=True`, the pair `(lengths, coupling)`, the
+        coupling of shape `(batch, num_classes, num_primary_capsules)`.
+
+    `compile()` with no arguments uses the authors' recipe: Adam at 5e-4,
+    decayed by 0.97 per epoch down to 5e-5, the margin loss plus 0.0005
+    times the sum of squared errors of the true class's reconstruction.
+    The preset `"efficient_capsnet_mnist"` holds weights trained on MNIST
+    (`keras_capsules.models.list_presets()`).
 
     Example:
 
@@ -79,6 +88,18 @@ class EfficientCapsNet(BaseCapsuleClassifier):
         - [Mazzia, Salvetti & Chiaberge, 2021. Efficient-CapsNet: capsule
           network with self-attention routing](https://arxiv.org/abs/2101.12491)
     """
+
+    recipe = TrainingRecipe(
+        learning_rate=5e-4,
+        decay_per_epoch=0.97,
+        min_learning_rate=5e-5,
+        batch_size=16,
+        epochs=150,
+        reconstruction_weight=0.0005,
+        source="the authors' code (EscVM/Efficient-CapsNet): Adam 5e-4 decayed "
+        "by 0.97 per epoch down to 5e-5, batch 16, 150 epochs, margin loss "
+        "plus 0.0005 x the sum of squared pixel errors",
+    )
 
     def __init__(
         self,

@@ -120,7 +120,9 @@ def render_example_run(docs_dir: Path, folder: str = "example") -> str:
         command = _example_command(metrics["args"])
     if command:
         out.append(command_block(command))
-    accuracies = metrics.get("history", {}).get("val_lengths_accuracy", [])
+    history = metrics.get("history", {})
+    # Runs before v0.2 logged the accuracy of the `lengths` output.
+    accuracies = history.get("val_accuracy") or history.get("val_lengths_accuracy", [])
     rows = [
         [
             "test accuracy",

@@ -49,7 +49,9 @@ def test_papers_mnist_network_has_161824_trainable_weights():
 def test_decoder_adds_the_capsnet_decoder():
     with_decoder = EfficientCapsNet()
     assert _count(with_decoder.trainable_weights) == 161_824 + 1_411_344
-    lengths, reconstructions = with_decoder(np.zeros((2, 28, 28, 1), "float32"))
+    images = np.zeros((2, 28, 28, 1), "float32")
+    lengths = with_decoder(images)
+    reconstructions = with_decoder.decode(with_decoder.encode(images))
     assert tuple(lengths.shape) == (2, 10)
     assert tuple(reconstructions.shape) == (2, 28, 28, 1)
 

@@ -2,7 +2,9 @@
 
 Never a backend-internal error (TensorFlow's InvalidArgumentError, a torch
 RuntimeError, a JAX TypeError): the message is part of the interface, so
-each case matches the argument's name or the shapes received.
+each case matches the argument's name or the shapes received. These are the
+exact messages; `test_registry_sweep.py` runs the generic checks on every
+component the package has.
 """
 
 from __future__ import annotations
@@ -98,30 +100,8 @@ def test_ops_reject_bad_epsilon(function, value) -> None:
         function(zeros(2, 4), epsilon=value)
 
 
-@pytest.mark.parametrize(
-    "layer, argument, value",
-    [
-        (keras_capsules.PrimaryCapsule, "capsule_types", np.int64(4)),
-        (keras_capsules.PrimaryCapsule, "kernel_size", np.int32(3)),
-        (keras_capsules.PrimaryCapsule, "strides", (np.int64(2), 1)),
-        (keras_capsules.RoutingCapsule, "num_capsules", np.int32(3)),
-        (keras_capsules.RoutingCapsule, "capsule_dim", np.int64(8)),
-        (keras_capsules.RoutingCapsule, "routing_iterations", np.int16(2)),
-    ],
-    ids=lambda v: getattr(v, "__name__", repr(v)),
-)
-def test_numpy_integers_are_integers(layer, argument, value) -> None:
-    # Sizes often come out of NumPy (`np.prod`, array shapes). They are
-    # accepted and stored as Python ints, so the config stays JSON.
-    if layer is keras_capsules.PrimaryCapsule:
-        kwargs = {"capsule_types": 4, "capsule_dim": 4, "kernel_size": 3}
-    else:
-        kwargs = {"num_capsules": 4, "capsule_dim": 4}
-    kwargs[argument] = value
-    config = layer(**kwargs).get_config()
-    stored = config[argument]
-    for item in stored if isinstance(stored, tuple) else (stored,):
-        assert type(item) is int, (argument, stored)
+# NumPy integers for every integer argument of every component: the
+# registry sweep (`test_registry_sweep.py::test_numpy_integers_are_stored_as_ints`).
 
 
 # --- Shapes ----------------------------------------------------------------
@@ -209,6 +189,27 @@ def test_routing_capsule_rejects_other_capsule_count_after_build() -> None:
 def test_length_rejects_rank_1() -> None:
     with pytest.raises(ValueError, match=r"min_ndim=2, found ndim=1"):
         keras_capsules.Length()(zeros(4))
+
+
+@pytest.mark.parametrize("symbolic", [False, True], ids=["eager", "symbolic"])
+def test_length_rejects_rank_2(symbolic: bool) -> None:
+    # (batch, capsule_dim) is lengths or flattened capsules passed by mistake
+    # far more often than one capsule per example.
+    inputs = keras.Input((4,)) if symbolic else zeros(2, 4)
+    batch = "None" if symbolic else "2"
+    with pytest.raises(
+        ValueError,
+        match=rf"`Length` expects capsules of shape \(batch, num_capsules, "
+        rf"capsule_dim\).*Received: input_shape=\({batch}, 4\)",
+    ):
+        keras_capsules.Length()(inputs)
+
+
+def test_length_checks_the_rank_after_build() -> None:
+    layer = keras_capsules.Length()
+    layer(zeros(2, 3, 4))
+    with pytest.raises(ValueError, match=r"min_ndim=3, found ndim=2"):
+        layer(zeros(2, 4))
 
 
 @pytest.mark.parametrize("labels_shape", [(2, 4), (2, 2), (3, 3), (2, 3, 1), (2,)])

@@ -148,7 +148,9 @@ def test_squash_saturates_finitely_for_long_float32_vectors() -> None:
     )
 
     v = keras.ops.convert_to_numpy(capsule_ops.squash(x)).astype("float64")
-    length = keras.ops.convert_to_numpy(keras_capsules.Length()(x)).astype("float64")
+    # One capsule per example: `Length` takes (batch, num_capsules, dim).
+    length = keras.ops.convert_to_numpy(keras_capsules.Length()(x[:, None]))[:, 0]
+    length = length.astype("float64")
 
     assert np.all(np.isfinite(v)) and np.all(np.isfinite(length))
     np.testing.assert_allclose(np.linalg.norm(v, axis=-1), 1.0, atol=1e-6)

@@ -80,7 +80,8 @@ def test_length_of_long_low_precision_vectors(dtype: str) -> None:
     lengths = [1e-2, 1.0, 300.0, 1e3, 3e4]
     x = keras.ops.cast(_vectors(lengths), dtype)
 
-    length = keras_capsules.Length(dtype=dtype)(x)
+    # One capsule per example: `Length` takes (batch, num_capsules, dim).
+    length = keras_capsules.Length(dtype=dtype)(x[:, None])[:, 0]
 
     assert keras.backend.standardize_dtype(length.dtype) == dtype
     np.testing.assert_allclose(

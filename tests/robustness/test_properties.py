@@ -43,8 +43,13 @@ def _squash_total(x):
 _LENGTH = keras_capsules.Length()
 
 
+def _length(x):
+    # The examples are vectors; `Length` takes (batch, num_capsules, dim).
+    return _LENGTH(x[None])[0]
+
+
 def _length_total(x):
-    return keras.ops.sum(_LENGTH(x))
+    return keras.ops.sum(_length(x))
 
 
 @PROPERTY_SETTINGS
@@ -98,7 +103,7 @@ def test_squash_gradient_is_finite(x: np.ndarray) -> None:
 @PROPERTY_SETTINGS
 @given(capsules)
 def test_length_is_the_norm(x: np.ndarray) -> None:
-    length = _numpy(_LENGTH(x))
+    length = _numpy(_length(x))
     expected = np.linalg.norm(x.astype("float64"), axis=-1)
     np.testing.assert_allclose(length, expected, rtol=1e-6, atol=1e-7)
     assert np.all(length >= 0)
@@ -107,7 +112,7 @@ def test_length_is_the_norm(x: np.ndarray) -> None:
 @PROPERTY_SETTINGS
 @given(capsules)
 def test_length_of_squashed_capsules_is_below_one(x: np.ndarray) -> None:
-    length = _numpy(_LENGTH(capsule_ops.squash(x)))
+    length = _numpy(_length(capsule_ops.squash(x)))
     assert np.all((length >= 0) & (length < 1)), length.max()
 
 
