@@ -286,6 +286,14 @@ class CapsuleClassifier(keras.Model):
         if reconstruction_weight == "auto":
             reconstruction_weight = self.recipe.reconstruction_weight
         self.reconstruction_weight = float(reconstruction_weight)
+        # Two losses (or a dict of them) are the v0.1 convention, one per
+        # output of the `(images, labels)` call: Keras names those outputs
+        # (`lengths_loss`, `reconstructions_loss`) by `output_names`.
+        pairs = isinstance(loss, (list, tuple, dict)) and len(loss) == 2
+        if pairs and self.decoder is not None:
+            self.output_names = ["lengths", "reconstructions"]
+        elif hasattr(self, "output_names"):
+            del self.output_names
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def get_compile_config(self) -> dict[str, Any]:

@@ -25,7 +25,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-PAGES = ["index.md", "getting-started.md", "concepts.md", "methods.md"]
+PAGES = [
+    "index.md",
+    "getting-started.md",
+    "concepts.md",
+    "methods.md",
+    "keras-classifier.md",
+]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 

@@ -93,7 +93,7 @@ def test_encode_returns_capsules_and_coupling_of_one_pass():
     assert tuple(capsules.shape) == (4, 3, 5)
     coupling = np.asarray(keras.ops.convert_to_numpy(coupling))
     np.testing.assert_allclose(coupling.sum(axis=1), 1.0, rtol=1e-5)
-    lengths = keras.ops.convert_to_numpy(model(images)[0])
+    lengths = keras.ops.convert_to_numpy(model(images))
     np.testing.assert_allclose(
         np.linalg.norm(keras.ops.convert_to_numpy(capsules), axis=-1),
         lengths,
