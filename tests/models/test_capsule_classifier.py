@@ -18,26 +18,11 @@ from keras_capsules.models import (
 )
 from keras_capsules.ops import margin_loss, reconstruction_loss
 from tests.classifier_harness import run_classifier_test
+from tests.models import test_capsnet, test_efficient_capsnet
 
-SMALL_CAPSNET = dict(
-    image_shape=(20, 20, 1),
-    num_classes=3,
-    conv_filters=8,
-    primary_capsule_types=4,
-    primary_capsule_dim=4,
-    capsule_dim=6,
-    decoder_units=(16,),
-)
-SMALL_EFFICIENT = dict(
-    image_shape=(16, 16, 1),
-    num_classes=3,
-    conv_filters=(4, 8),
-    conv_kernel_sizes=(3, 3),
-    conv_strides=(1, 2),
-    primary_capsule_dim=4,
-    capsule_dim=5,
-    decoder_units=(16,),
-)
+# The small configurations of the models' own tests.
+SMALL_CAPSNET = test_capsnet.SMALL
+SMALL_EFFICIENT = test_efficient_capsnet.SMALL
 SMALL_MATRIX = dict(
     image_shape=(24, 24, 1),
     num_classes=3,
