@@ -196,20 +196,20 @@ class PrimaryCapsule(keras.layers.Layer):
             if resolve_conv_implementation(self.conv_implementation) == "space_to_depth"
             else ops.conv
         )
+        if self.data_format == "channels_first":
+            # Computed channels last: TensorFlow's CPU convolution refuses
+            # NCHW (Keras 3.15 no longer routes it through XLA), and the
+            # capsules are cut from channels-last features anyway.
+            inputs = ops.transpose(inputs, (0, 2, 3, 1))
         features = convolution(
             inputs,
             self.kernel,
             strides=self.strides,
             padding=self.padding,
-            data_format=self.data_format,
+            data_format="channels_last",
         )
         if self.use_bias:
-            bias_shape = (
-                (1, 1, 1, -1) if self.data_format == "channels_last" else (1, -1, 1, 1)
-            )
-            features = features + ops.reshape(self.bias, bias_shape)
-        if self.data_format == "channels_first":
-            features = ops.transpose(features, (0, 2, 3, 1))
+            features = features + ops.reshape(self.bias, (1, 1, 1, -1))
         # A static capsule count keeps shapes known inside traced graphs
         # (tf.function), where the batch size is not.
         height, width = features.shape[1], features.shape[2]
