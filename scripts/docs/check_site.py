@@ -111,12 +111,31 @@ def ensure_browser(install: bool) -> float:
     log("installing chromium and chromium-driver with apt-get ...")
     start = time.perf_counter()
     subprocess.run([*prefix, "apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(
-        [*prefix, "apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-    )
+    install_command = [
+        *prefix,
+        "apt-get",
+        "install",
+        # Waits for another apt or dpkg run to finish instead of failing.
+        "-o",
+        "DPkg::Lock::Timeout=600",
+        "-y",
+        "-qq",
+        "chromium",
+        "chromium-driver",
+    ]
+    if subprocess.run(install_command, env=env, stdout=subprocess.DEVNULL).returncode:
+        # A machine whose earlier dpkg run was interrupted refuses every
+        # install until dpkg finishes configuring; apt-get's own message asks
+        # for this command, after which the install is tried once more.
+        log("apt-get install failed; finishing dpkg's configuration and retrying")
+        subprocess.run(
+            [*prefix, "dpkg", "--configure", "-a"],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run([*prefix, "apt-get", "install", "-f", "-y", "-qq"], env=env)
+        subprocess.run(install_command, check=True, env=env, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     log(f"installed chromium in {seconds:.0f} s")
     return seconds
