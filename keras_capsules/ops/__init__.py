@@ -19,8 +19,10 @@ from keras_capsules.ops.losses import margin_loss, reconstruction_loss
 from keras_capsules.ops.matrix_capsules import coordinate_addition, spread_loss
 from keras_capsules.ops.routing import (
     conv_em_routing,
+    conv_inverted_attention_routing,
     dynamic_routing,
     em_routing,
+    inverted_attention_routing,
     self_attention_routing,
 )
 
@@ -28,10 +30,12 @@ __all__ = [
     "capsule_length",
     "capsule_predictions",
     "conv_em_routing",
+    "conv_inverted_attention_routing",
     "coordinate_addition",
     "dynamic_routing",
     "efficient_squash",
     "em_routing",
+    "inverted_attention_routing",
     "margin_loss",
     "mask_capsules",
     "reconstruction_loss",
