@@ -10,7 +10,10 @@ from keras_capsules import (
     visualization,
 )
 from keras_capsules.layers import (
+    ConvInvertedAttentionCapsule,
     DepthwisePrimaryCapsule,
+    InvertedAttentionCapsule,
+    LayerNormPrimaryCapsule,
     Length,
     Mask,
     PrimaryCapsule,
@@ -23,8 +26,11 @@ from keras_capsules.version import __version__
 
 __all__ = [
     "CapsNet",
+    "ConvInvertedAttentionCapsule",
     "DepthwisePrimaryCapsule",
     "EfficientCapsNet",
+    "InvertedAttentionCapsule",
+    "LayerNormPrimaryCapsule",
     "Length",
     "Mask",
     "MarginLoss",
