@@ -31,6 +31,7 @@ CIFAR10_CLASS_NAMES = (
     "ship",
     "truck",
 )
+"""The names of CIFAR-10's classes, indexed by label."""
 
 
 class _Dataset:

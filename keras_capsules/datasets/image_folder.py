@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +72,13 @@ def load_image_folder(
             f"fraction in [0, 1). Received: validation_split={validation_split!r}"
         )
     directory = Path(directory)
-    class_names = _class_names(directory)
-    import keras
-
+    class_names, count = _class_names(directory)
+    if validation_split and int(validation_split * count) in (0, count):
+        raise ValueError(
+            f"{directory}: a validation_split of {validation_split} of its "
+            f"{count} images leaves one split empty; use more images or "
+            "another validation_split."
+        )
     options = dict(
         labels="inferred",
         label_mode="int",
@@ -88,17 +94,9 @@ def load_image_folder(
         verbose=False,
     )
     try:
-        if validation_split:
-            datasets = keras.utils.image_dataset_from_directory(
-                str(directory),
-                validation_split=validation_split,
-                subset="both",
-                **options,
-            )
-        else:
-            datasets = [
-                keras.utils.image_dataset_from_directory(str(directory), **options)
-            ]
+        # `verbose=False` leaves the split's counts printed: kept quiet.
+        with contextlib.redirect_stdout(io.StringIO()):
+            datasets = _read(directory, validation_split, options)
     except ImportError as error:
         raise ImportError(
             "Reading an image folder uses keras.utils.image_dataset_from_directory, "
@@ -115,8 +113,20 @@ def load_image_folder(
     return splits[0], splits[1], class_names
 
 
-def _class_names(directory: Path) -> tuple[str, ...]:
-    """The sorted class sub-folders of `directory`, which must hold images."""
+def _read(directory: Path, validation_split: float, options: dict) -> list:
+    import keras
+
+    if not validation_split:
+        return [keras.utils.image_dataset_from_directory(str(directory), **options)]
+    return list(
+        keras.utils.image_dataset_from_directory(
+            str(directory), validation_split=validation_split, subset="both", **options
+        )
+    )
+
+
+def _class_names(directory: Path) -> tuple[tuple[str, ...], int]:
+    """The sorted class sub-folders of `directory` and their count of images."""
     if not directory.is_dir():
         raise ValueError(f"{directory} is not a folder of class sub-folders.")
     layout = (
@@ -128,14 +138,15 @@ def _class_names(directory: Path) -> tuple[str, ...]:
         loose = any(_is_image(path) for path in directory.iterdir())
         found = "images but no" if loose else "no"
         raise ValueError(f"{directory} holds {found} class sub-folders. {layout}")
-    if not any(
+    count = sum(
         _is_image(path) for name in names for path in (directory / name).rglob("*")
-    ):
+    )
+    if not count:
         raise ValueError(
             f"{directory}: its class sub-folders {', '.join(names)} hold no images "
             f"({', '.join(IMAGE_EXTENSIONS)}). {layout}"
         )
-    return names
+    return names, count
 
 
 def _is_image(path: Path) -> bool:

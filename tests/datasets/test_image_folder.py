@@ -30,11 +30,13 @@ def test_reads_classes_from_sub_folders_at_their_size(tmp_path):
     assert {image.tobytes() for image in x} == every
 
 
-def test_grayscale_square_size_and_validation_split(tmp_path):
+def test_grayscale_square_size_and_validation_split(tmp_path, capsys):
     write_image_folder(tmp_path, per_class=5)
     (x, y), (x_val, y_val), _ = load_image_folder(
         tmp_path, image_size=8, color_mode="grayscale", validation_split=0.2, seed=3
     )
+    # Quiet: no "Using 8 files for training." from Keras.
+    assert capsys.readouterr().out == ""
     assert x.shape == (8, 8, 8, 1) and x_val.shape == (2, 8, 8, 1)
     assert len(y) == 8 and len(y_val) == 2
     # The same seed gives the same split.
@@ -87,6 +89,12 @@ def test_sub_folders_without_images_are_refused(tmp_path):
     (tmp_path / "dog" / "notes.txt").write_text("no image")
     with pytest.raises(ValueError, match="cat, dog hold no images"):
         load_image_folder(tmp_path)
+
+
+def test_a_split_that_leaves_one_side_empty_is_refused(tmp_path):
+    write_image_folder(tmp_path, per_class=1)
+    with pytest.raises(ValueError, match="validation_split of 0.2 of its 2 images"):
+        load_image_folder(tmp_path, validation_split=0.2)
 
 
 def test_a_missing_folder_is_named(tmp_path):
