@@ -3,6 +3,7 @@
 #   make example   trains the MNIST CapsNet example for 1 epoch on all 60,000 images
 #   make docs      builds the documentation site (strict)
 #   make bench     runs the benchmark against hand-written PyTorch / JAX CapsNets
+#   make method-table  every model side by side: accuracy, weights, speed, memory
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,10 +16,13 @@ TORCH_SPEC ?= torch==2.13.0
 TF_SPEC ?= tensorflow-cpu>=2.16
 JAX_SPEC ?= jax[cpu]>=0.4.30
 BACKENDS ?= tensorflow torch jax
-MNIST ?= ../shared/data/mnist.npz
+# A local copy of MNIST (`make example MNIST=path/to/mnist.npz`); without it
+# the example downloads it with keras.datasets.mnist and the tests that need
+# it look at MNIST_PATH or skip.
+MNIST ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv test lint typecheck test-backends example docs docs-serve docs-check bench clean
+.PHONY: venv test lint typecheck test-backends example docs docs-serve docs-check bench method-table numbers clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,18 +49,18 @@ typecheck: venv
 test-backends: venv
 	@status=0; for backend in $(BACKENDS); do \
 		echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
-		KERAS_BACKEND=$$backend MNIST_PATH=$(MNIST) $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+		KERAS_BACKEND=$$backend $(if $(MNIST),MNIST_PATH=$(MNIST),) $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
 	done; \
 	if [ -n "$(filter jax,$(BACKENDS))" ]; then \
 		echo "=== pytest -m float64, KERAS_BACKEND=jax JAX_ENABLE_X64=1 ==="; \
-		KERAS_BACKEND=jax JAX_ENABLE_X64=1 MNIST_PATH=$(MNIST) $(PY) -m pytest -m float64 $(PYTEST_ARGS) || status=1; \
+		KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(if $(MNIST),MNIST_PATH=$(MNIST),) $(PY) -m pytest -m float64 $(PYTEST_ARGS) || status=1; \
 	fi; exit $$status
 
 test: lint typecheck test-backends
 
-# Without a local copy the example falls back to keras.datasets.mnist.load_data().
+# Without MNIST= the example falls back to keras.datasets.mnist.load_data().
 example: venv
-	$(PY) examples/capsnet_mnist.py $(if $(wildcard $(MNIST)),--data $(MNIST),) \
+	$(PY) examples/capsnet_mnist.py $(if $(MNIST),--data $(MNIST),) \
 		--epochs 1 --output-dir runs/example
 
 docs: venv
@@ -68,8 +72,18 @@ docs-serve: venv
 docs-check: docs
 	$(PY) scripts/docs/check_site.py --site site --out site-screenshots
 
+# Into runs/bench: the published results in docs/assets/benchmarks stay as
+# they are (their command is recorded in their results.json).
 bench: venv
-	$(PY) benchmarks/benchmark.py
+	$(PY) benchmarks/benchmark.py --output runs/bench
+
+# Every backend, all of MNIST, --epochs 1: hours on a CPU.
+method-table: venv
+	$(PY) benchmarks/method_table.py $(if $(MNIST),--data $(MNIST),)
+
+# Rewrites the numbers of README.md and docs/ from the committed metrics files.
+numbers: venv
+	$(PY) scripts/docs/render_numbers.py
 
 clean:
 	rm -rf $(VENV) site build dist runs

@@ -142,7 +142,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="auto",
         help="how PrimaryCapsule computes its strided convolution (same "
         "result; auto: the fastest measured for the backend, space_to_depth on "
-        "JAX, whose XLA differentiates the strided one ~10x slower on CPU)",
+        "JAX, whose XLA differentiates the strided one several times slower on CPU)",
     )
     parser.add_argument(
         "--fresh",

@@ -13,6 +13,8 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts" / "docs"
 
 
 def _load(name: str):
+    if name in sys.modules:  # one module object, as the hooks import it
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
@@ -23,7 +25,14 @@ def _load(name: str):
 @pytest.fixture(scope="module")
 def hooks():
     pytest.importorskip("mkdocs")
+    sys.path.insert(0, str(SCRIPTS))
     return _load("mkdocs_hooks")
+
+
+@pytest.fixture(scope="module")
+def renderers():
+    sys.path.insert(0, str(SCRIPTS))
+    return _load("renderers")
 
 
 @pytest.fixture(scope="module")
@@ -74,39 +83,42 @@ def _page(src_uri: str):
     return page
 
 
-def test_missing_results_render_as_pending(hooks, tmp_path):
-    markdown = (
-        "# T\n\n<!-- render: parity -->\n\n<!-- figure: assets/x.png | An x -->\n"
+def test_missing_results_render_as_pending(renderers, tmp_path):
+    out = renderers.render_parity(tmp_path)
+    assert out.startswith('!!! pending "Results pending"')
+
+
+def test_the_hook_renders_checks_and_strips_the_markers(hooks, tmp_path, caplog):
+    docs = tmp_path / "docs"
+    (docs / "assets" / "example").mkdir(parents=True)
+    (docs / "assets" / "example" / "metrics.json").write_text('{"epochs": 3}')
+    marker = "<!-- numbers:value example epochs {v} -->"
+    config = {"docs_dir": str(docs)}
+    fresh = f"Trained {marker}3<!-- /numbers --> epochs.\n"
+    assert hooks.on_page_markdown(fresh, _page("t.md"), config, None) == (
+        "Trained 3 epochs.\n"
     )
-    out = hooks.on_page_markdown(
-        markdown, _page("t.md"), {"docs_dir": str(tmp_path)}, None
+    assert not caplog.records
+    stale = f"Trained {marker}2<!-- /numbers --> epochs.\n"
+    assert hooks.on_page_markdown(stale, _page("t.md"), config, None) == (
+        "Trained 3 epochs.\n"
     )
-    assert out.count('!!! pending "Results pending"') == 2
-    assert "<!--" not in out
+    assert "render_numbers.py" in caplog.text
 
 
-def test_existing_figure_renders_as_image(hooks, tmp_path):
-    (tmp_path / "assets").mkdir()
-    (tmp_path / "assets" / "x.png").write_bytes(b"png")
-    out = hooks.on_page_markdown(
-        "<!-- figure: assets/x.png | An x -->\n",
-        _page("t.md"),
-        {"docs_dir": str(tmp_path)},
-        None,
-    )
-    assert out == "![An x](assets/x.png)\n"
-
-
-def test_unknown_renderer_fails_the_build(hooks, tmp_path):
+def test_unknown_block_fails_the_build(hooks, tmp_path):
     from mkdocs.exceptions import PluginError
 
     with pytest.raises(PluginError, match="unknown"):
         hooks.on_page_markdown(
-            "<!-- render: nope -->\n", _page("t.md"), {"docs_dir": str(tmp_path)}, None
+            "<!-- numbers:nope -->\n<!-- /numbers -->\n",
+            _page("t.md"),
+            {"docs_dir": str(tmp_path)},
+            None,
         )
 
 
-def test_parity_table_shows_every_pair(hooks, tmp_path):
+def test_parity_table_shows_every_pair(renderers, tmp_path):
     pair = {
         "prediction_max_abs": 2e-7,
         "worst_output": "lengths",
@@ -134,7 +146,7 @@ def test_parity_table_shows_every_pair(hooks, tmp_path):
     path = tmp_path / "assets" / "parity" / "parity.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"saved_by": {"jax": report}, "tolerances": {}}))
-    out = hooks.render_parity(tmp_path)
+    out = renderers.render_parity(tmp_path)
     assert "saved by **jax** | 0 (identical) | 1.00e-07 | 1.00e-07 |" in out
     assert (
         "| jax | jax vs torch | 2.00e-07 | 1.00e-08 | 3.00e-06 (`conv/kernel`) |" in out
