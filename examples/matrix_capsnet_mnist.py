@@ -31,8 +31,14 @@ to 0.9 over the epochs (`SpreadMarginSchedule`), Adam at 3e-3 without decay
 (`--lr-decay 1`), batch 24, 3 EM iterations, and `final_inverse_temperature
 =0.1` (`lambda_final` of every routing layer) instead of the model's 1.0.
 
-The test set is evaluated after every epoch. At the end the script prints
-one line `test accuracy: 0.XXXX` and writes into `--output-dir`: the trained
+The test set is evaluated after every epoch, unless `--validation-samples N`
+holds out the last N training images: then those are evaluated after every
+epoch, the weights of the epoch best on them are kept in
+`--output-dir`/backup/best.weights.h5, and the test set is scored only at the
+end, with the last weights and with the best ones (`metrics.json` reports
+both: `test_accuracy` and `best_test_accuracy`, with `best_epoch`). At the
+end the script prints one line `test accuracy: 0.XXXX` (the last weights)
+and writes into `--output-dir`: the trained
 model (`matrix_capsnet.keras`), `history.png`, `training_log.csv` (one row
 per epoch: losses, accuracies, seconds, learning rate, margin) and
 `metrics.json` (per-epoch test accuracy, seconds per epoch, train images/s,
@@ -71,7 +77,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_training import (  # noqa: E402
+    VALIDATION_ACCURACY,
+    DataError,
     describe_machine,
+    hold_out,
     load_checked_data,
     prepare,
     read_training_log,
@@ -116,6 +125,14 @@ OPTIONS = [
     ("--routing-iterations", int, 3, "EM iterations of every routing layer"),
     ("--train-samples", int, None, "train on the first N training images"),
     ("--test-samples", int, None, "test on the first N test images"),
+    (
+        "--validation-samples",
+        int,
+        0,
+        "hold out the last N training images to validate on after every "
+        "epoch, keeping the best epoch's weights in OUTPUT_DIR/backup/"
+        "best.weights.h5 (0: validate on the test set, keep only the last)",
+    ),
     ("--output-dir", Path, Path("runs/matrix_capsnet_mnist"), "where outputs go"),
     ("--seed", int, 0, "seed of the weights and the shuffling"),
 ]
@@ -150,6 +167,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "epochs", "batch_size", "routing_iterations", "train_samples",
             "test_samples", "lr", "lr_decay", "final_inverse_temperature",
         ),
+        non_negative=("validation_samples",),
     )  # fmt: skip
     return args
 
@@ -190,6 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     x_test, y_test = prepare(
         x_test[: args.test_samples], y_test[: args.test_samples], num_classes
     )
+    x_val, y_val = x_test, y_test
+    if args.validation_samples:
+        try:
+            (x_train, y_train), (x_val, y_val) = hold_out(
+                x_train, y_train, args.validation_samples
+            )
+        except DataError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     try:
         model = MatrixCapsNet(
             image_shape=x_train.shape[1:],
@@ -204,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"backend: {backend}, model: {args.model} ({model.count_params()} weights), "
-        f"train: {x_train.shape}, test: {x_test.shape}, classes: {num_classes}"
+        f"train: {x_train.shape}, validation: "
+        f"{x_val.shape if args.validation_samples else 'the test set'}, "
+        f"test: {x_test.shape}, classes: {num_classes}"
     )
 
     output_dir = args.output_dir
@@ -224,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         epochs=args.epochs,
         shuffle=True,
-        validation_data=(x_test, y_test),
+        validation_data=(x_val, y_val),
         callbacks=callbacks,
         # One line per epoch when the output is a log file, not a terminal.
         verbose=1 if sys.stdout.isatty() else 2,
@@ -232,10 +261,29 @@ def main(argv: list[str] | None = None) -> int:
     if stopped_on_nan(history, backup_dir):
         return 1
 
-    test_started = time.perf_counter()
-    activations = model.predict(x_test, batch_size=args.batch_size, verbose=0)
-    test_seconds = time.perf_counter() - test_started
-    accuracy = float(np.mean(np.argmax(activations, -1) == np.argmax(y_test, -1)))
+    def test(model: Any) -> tuple[float, float]:
+        """Accuracy on the test set and the seconds it took."""
+        started = time.perf_counter()
+        activations = model.predict(x_test, batch_size=args.batch_size, verbose=0)
+        correct = np.argmax(activations, -1) == np.argmax(y_test, -1)
+        return float(np.mean(correct)), time.perf_counter() - started
+
+    # The test set is scored once per set of weights, only here: the best
+    # epoch is chosen on the held-out images.
+    best = {}
+    best_weights = backup_dir / "best.weights.h5"
+    if args.validation_samples and best_weights.exists():
+        last_weights = [np.array(w) for w in model.get_weights()]
+        model.load_weights(best_weights)
+        best_accuracy, _ = test(model)
+        validated = read_training_log(log_path).get(VALIDATION_ACCURACY, [])
+        best = {
+            "best_epoch": int(np.argmax(validated)) + 1,
+            "best_validation_accuracy": float(np.max(validated)),
+            "best_test_accuracy": best_accuracy,
+        }
+        model.set_weights(last_weights)
+    accuracy, test_seconds = test(model)
 
     model.save(output_dir / "matrix_capsnet.keras")
     epoch_logs = read_training_log(log_path)
@@ -254,8 +302,15 @@ def main(argv: list[str] | None = None) -> int:
         "model": f"MatrixCapsNet ({args.model})",
         "dataset": "MNIST (not the paper's smallNORB)",
         "test_accuracy": accuracy,
-        "test_accuracy_per_epoch": epoch_logs.get("val_accuracy", []),
+        # Per epoch, on the held-out images with --validation-samples.
+        (
+            "validation_accuracy_per_epoch"
+            if args.validation_samples
+            else "test_accuracy_per_epoch"
+        ): epoch_logs.get(VALIDATION_ACCURACY, []),
         "test_samples": len(x_test),
+        "validation_samples": args.validation_samples,
+        **best,
         "train_samples": len(x_train),
         "image_shape": list(x_train.shape[1:]),
         "epochs": len(epoch_seconds),
@@ -276,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         f"({metrics['train_images_per_second']:.1f} train images/s, test set "
         f"included), outputs in {output_dir}"
     )
+    if best:
+        print(
+            f"best epoch {best['best_epoch']} (validation accuracy "
+            f"{best['best_validation_accuracy']:.4f}): test accuracy "
+            f"{best['best_test_accuracy']:.4f}"
+        )
     print(f"test accuracy: {accuracy:.4f}")
     return 0
 
