@@ -10,6 +10,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import keras
+
 
 def _is_int(value: Any) -> bool:
     # Python and NumPy integers (sizes often come from array shapes or
@@ -50,6 +52,21 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
             f"{choices}. Received: {name}={value!r}"
         )
     return value
+
+
+def check_padding(padding: Any) -> str:
+    """`"valid"` or `"same"`, in any case, as lower case; else raises."""
+    return check_choice(
+        "padding", padding.lower() if isinstance(padding, str) else padding,
+        ("valid", "same"),
+    )  # fmt: skip
+
+
+def check_data_format(data_format: Any) -> str:
+    """A data format, `None` meaning `keras.config.image_data_format()`."""
+    if data_format is None:
+        data_format = keras.config.image_data_format()
+    return check_choice("data_format", data_format, ("channels_last", "channels_first"))
 
 
 def check_positive_number(name: str, value: Any) -> float:

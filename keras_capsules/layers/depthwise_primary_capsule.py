@@ -6,22 +6,26 @@ import keras
 from keras import ops
 
 from keras_capsules._validation import (
-    check_choice,
+    check_data_format,
+    check_padding,
     check_positive_int,
     normalize_pair,
 )
-from keras_capsules.ops import efficient_squash
+from keras_capsules.ops import conv_output_size, efficient_squash
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
-class DepthwisePrimaryCapsule(keras.layers.Layer):
+class DepthwisePrimaryCapsule(keras.layers.DepthwiseConv2D):
     """Primary capsules of Efficient-CapsNet: a depthwise convolution, squashed.
 
     Each input channel is convolved with its own `kernel_size` filters
     (`depth_multiplier` of them); the output features, taken in row,
     column, channel order, are cut into capsules of `capsule_dim`
     dimensions, each squashed with the efficient squash (eq. 5 of Mazzia et
-    al., 2021). In the paper's MNIST network a 9x9 depthwise convolution of
+    al., 2021). The layer is a `keras.layers.DepthwiseConv2D` (same weights
+    and options; its `depthwise_*` arguments are named `kernel_*` here, as in
+    the other capsule layers); only the output differs. In the paper's MNIST
+    network a 9x9 depthwise convolution of
     the last 9x9x128 feature map gives 128 features at one position: 16
     capsules of 8 dimensions.
 
@@ -83,29 +87,37 @@ class DepthwisePrimaryCapsule(keras.layers.Layer):
         bias_constraint: Any = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        # Checked here rather than by DepthwiseConv2D, whose messages do not
+        # all name the argument.
+        super().__init__(
+            kernel_size=normalize_pair("kernel_size", kernel_size),
+            strides=normalize_pair("strides", strides),
+            padding=check_padding(padding),
+            depth_multiplier=check_positive_int("depth_multiplier", depth_multiplier),
+            data_format=check_data_format(data_format),
+            use_bias=bool(use_bias),
+            depthwise_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            depthwise_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            depthwise_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
         self.capsule_dim = check_positive_int("capsule_dim", capsule_dim)
-        self.kernel_size = normalize_pair("kernel_size", kernel_size)
-        self.strides = normalize_pair("strides", strides)
-        self.padding = check_choice(
-            "padding",
-            padding.lower() if isinstance(padding, str) else padding,
-            ("valid", "same"),
-        )
-        self.depth_multiplier = check_positive_int("depth_multiplier", depth_multiplier)
-        self.data_format = check_choice(
-            "data_format",
-            keras.config.image_data_format() if data_format is None else data_format,
-            ("channels_last", "channels_first"),
-        )
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
         self.input_spec = keras.layers.InputSpec(ndim=4)
+
+    @property
+    def kernel_initializer(self) -> Any:
+        return self.depthwise_initializer
+
+    @property
+    def kernel_regularizer(self) -> Any:
+        return self.depthwise_regularizer
+
+    @property
+    def kernel_constraint(self) -> Any:
+        return self.depthwise_constraint
 
     def _channel_axis(self) -> int:
         return -1 if self.data_format == "channels_last" else 1
@@ -117,27 +129,12 @@ class DepthwisePrimaryCapsule(keras.layers.Layer):
                 "`DepthwisePrimaryCapsule` expects a 4D input with a known "
                 f"channel dimension. Received: input_shape={tuple(input_shape)}"
             )
+        # DepthwiseConv2D checks the spatial size and the capsule split
+        # (through compute_output_shape) before it makes any weight.
+        super().build(input_shape)
         self.input_spec = keras.layers.InputSpec(
             ndim=4, axes={self._channel_axis(): channels}
         )
-        # Checks the spatial size and the capsule split before any weight.
-        self.compute_output_shape(input_shape)
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(*self.kernel_size, channels, self.depth_multiplier),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        self.bias = None
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(channels * self.depth_multiplier,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
 
     def _window_covers_input(self, input_shape: tuple[int | None, ...]) -> bool:
         spatial = (
@@ -152,7 +149,7 @@ class DepthwisePrimaryCapsule(keras.layers.Layer):
         if self._window_covers_input(inputs.shape):
             # One output position (the paper's 9x9 window on a 9x9 map): each
             # feature is a product summed over the window. XLA's CPU
-            # depthwise convolution took 48 of a 91 ms JAX train step here;
+            # depthwise convolution took 48 of a 91 ms JAX train step;
             # the sum, 0.4 (TensorFlow and PyTorch gain ~1 ms).
             if self.data_format == "channels_first":
                 inputs = ops.transpose(inputs, (0, 2, 3, 1))
@@ -188,20 +185,18 @@ class DepthwisePrimaryCapsule(keras.layers.Layer):
                 "`DepthwisePrimaryCapsule` needs the spatial size and the "
                 f"channels of its input. Received: input_shape={tuple(input_shape)}"
             )
-        sizes: list[int] = []
-        known: list[int] = [int(size) for size in spatial if size is not None]
-        for size, kernel, stride in zip(known, self.kernel_size, self.strides):
-            if self.padding == "same":
-                sizes.append(-(-size // stride))
-            elif size < kernel:
-                raise ValueError(
-                    f"`DepthwisePrimaryCapsule` with kernel_size={self.kernel_size} "
-                    'and padding="valid" needs inputs at least that large. '
-                    f"Received: input_shape={tuple(input_shape)}"
-                )
-            else:
-                sizes.append((size - kernel) // stride + 1)
-        features = sizes[0] * sizes[1] * int(channels) * self.depth_multiplier
+        known = [int(size) for size in spatial if size is not None]
+        height, width = (
+            conv_output_size(size, kernel, stride, self.padding)
+            for size, kernel, stride in zip(known, self.kernel_size, self.strides)
+        )
+        if height == 0 or width == 0:
+            raise ValueError(
+                f"`DepthwisePrimaryCapsule` with kernel_size={self.kernel_size} "
+                'and padding="valid" needs inputs at least that large. '
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        features = height * width * int(channels) * self.depth_multiplier
         if features % self.capsule_dim:
             raise ValueError(
                 f"`DepthwisePrimaryCapsule` makes {features} features from "
@@ -211,19 +206,12 @@ class DepthwisePrimaryCapsule(keras.layers.Layer):
         return (input_shape[0], features // self.capsule_dim, self.capsule_dim)
 
     def get_config(self) -> dict[str, Any]:
-        config = {
-            "capsule_dim": self.capsule_dim,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "depth_multiplier": self.depth_multiplier,
-            "data_format": self.data_format,
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-        }
-        return {**super().get_config(), **config}
+        config = super().get_config()
+        # No dilation or activation here; the depthwise_* options keep the
+        # kernel_* names this layer has always saved.
+        for fixed in ("dilation_rate", "activation"):
+            config.pop(fixed, None)
+        for option in ("initializer", "regularizer", "constraint"):
+            config[f"kernel_{option}"] = config.pop(f"depthwise_{option}")
+        config["capsule_dim"] = self.capsule_dim
+        return config

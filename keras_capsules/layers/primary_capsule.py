@@ -9,25 +9,29 @@ from keras import ops
 from keras_capsules import ops as capsule_ops
 from keras_capsules._validation import (
     check_choice,
+    check_data_format,
+    check_padding,
     check_positive_int,
     normalize_pair,
 )
 from keras_capsules.ops.convolution import (
     CONV_IMPLEMENTATIONS,
+    conv_output_size,
     resolve_conv_implementation,
 )
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
-class PrimaryCapsule(keras.layers.Layer):
+class PrimaryCapsule(keras.layers.Conv2D):
     """Convolutional capsules: a 2D convolution reshaped to vectors and squashed.
 
     The convolution has `capsule_types * capsule_dim` filters. Every spatial
     position of its output holds one capsule of each of `capsule_types`
     types, of `capsule_dim` dimensions, so an output map of `H' x W'` gives
     `H' * W' * capsule_types` capsules, each squashed (eq. 1 of the paper).
-    The weights are exactly those of a `keras.layers.Conv2D` with the same
-    filters, kernel size and bias, so a `Conv2D`'s weights can be set on it.
+    The layer is a `keras.layers.Conv2D` of `capsule_types * capsule_dim`
+    filters (its `filters`), with the same weights, initializers,
+    regularizers, constraints and LoRA support; only the output differs.
 
     Args:
         capsule_types: Capsule types, one capsule of each per spatial
@@ -115,44 +119,31 @@ class PrimaryCapsule(keras.layers.Layer):
                 stacklevel=2,
             )
             capsule_types = kwargs.pop("num_capsules")
-        super().__init__(**kwargs)
-        self.capsule_types = check_positive_int("capsule_types", capsule_types)
-        self.capsule_dim = check_positive_int("capsule_dim", capsule_dim)
-        self.kernel_size = normalize_pair("kernel_size", kernel_size)
-        self.strides = normalize_pair("strides", strides)
-        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-            raise ValueError(
-                "Received an invalid value for `padding`, expected "
-                f'"valid" or "same". Received: padding={padding!r}'
-            )
-        self.padding = padding.lower()
-        if data_format is None:
-            data_format = keras.config.image_data_format()
-        if data_format not in ("channels_last", "channels_first"):
-            raise ValueError(
-                "Received an invalid value for `data_format`, expected "
-                '"channels_last" or "channels_first". '
-                f"Received: data_format={data_format!r}"
-            )
-        self.data_format = data_format
-        self.use_bias = use_bias
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.kernel_constraint = keras.constraints.get(kernel_constraint)
-        self.bias_constraint = keras.constraints.get(bias_constraint)
+        capsule_types = check_positive_int("capsule_types", capsule_types)
+        capsule_dim = check_positive_int("capsule_dim", capsule_dim)
+        # Checked here rather than by Conv2D, whose messages do not all name
+        # the argument and which also accepts explicit padding lists.
+        super().__init__(
+            filters=capsule_types * capsule_dim,
+            kernel_size=normalize_pair("kernel_size", kernel_size),
+            strides=normalize_pair("strides", strides),
+            padding=check_padding(padding),
+            data_format=check_data_format(data_format),
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            bias_constraint=bias_constraint,
+            **kwargs,
+        )
+        self.capsule_types = capsule_types
+        self.capsule_dim = capsule_dim
         self.conv_implementation = check_choice(
             "conv_implementation", conv_implementation, CONV_IMPLEMENTATIONS
         )
         self.input_spec = keras.layers.InputSpec(ndim=4)
-
-    @property
-    def filters(self) -> int:
-        return self.capsule_types * self.capsule_dim
-
-    def _channel_axis(self) -> int:
-        return -1 if self.data_format == "channels_last" else 1
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         if len(input_shape) != 4:
@@ -160,119 +151,91 @@ class PrimaryCapsule(keras.layers.Layer):
                 "`PrimaryCapsule` expects a 4D input (batch, height, width, "
                 f"channels). Received: input_shape={tuple(input_shape)}"
             )
-        input_channels = input_shape[self._channel_axis()]
-        if input_channels is None:
+        channel_axis = -1 if self.data_format == "channels_last" else 1
+        if input_shape[channel_axis] is None:
             raise ValueError(
                 "`PrimaryCapsule` needs the channel dimension of its input to "
                 f"be known. Received: input_shape={tuple(input_shape)}"
             )
+        super().build(input_shape)
+        # Conv2D asks only for at least 4 dimensions.
         self.input_spec = keras.layers.InputSpec(
-            ndim=4, axes={self._channel_axis(): input_channels}
+            ndim=4, axes={channel_axis: input_shape[channel_axis]}
         )
-        # Shape check up front, so a too-small image fails here and not
-        # inside the backend's convolution.
-        self.compute_output_shape(input_shape)
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=(*self.kernel_size, input_channels, self.filters),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=self.kernel_constraint,
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                name="bias",
-                shape=(self.filters,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                constraint=self.bias_constraint,
-            )
+
+    def convolution_op(self, inputs: Any, kernel: Any) -> Any:
+        """The convolution of channels-last `inputs`, as `conv_implementation` says."""
+        if resolve_conv_implementation(self.conv_implementation) == "space_to_depth":
+            convolution = capsule_ops.space_to_depth_conv
         else:
-            self.bias = None
+            convolution = ops.conv
+        return convolution(
+            inputs,
+            kernel,
+            strides=self.strides,
+            padding=self.padding,
+            data_format="channels_last",
+        )
 
     def call(self, inputs: Any) -> Any:
-        convolution = (
-            capsule_ops.space_to_depth_conv
-            if resolve_conv_implementation(self.conv_implementation) == "space_to_depth"
-            else ops.conv
-        )
         if self.data_format == "channels_first":
             # Computed channels last: TensorFlow's CPU convolution refuses
             # NCHW (Keras 3.15 no longer routes it through XLA), and the
             # capsules are cut from channels-last features anyway.
             inputs = ops.transpose(inputs, (0, 2, 3, 1))
-        features = convolution(
-            inputs,
-            self.kernel,
-            strides=self.strides,
-            padding=self.padding,
-            data_format="channels_last",
-        )
+        features = self.convolution_op(inputs, self.kernel)
         if self.use_bias:
-            features = features + ops.reshape(self.bias, (1, 1, 1, -1))
+            features = ops.add(features, self.bias)
         # A static capsule count keeps shapes known inside traced graphs
         # (tf.function), where the batch size is not.
-        height, width = features.shape[1], features.shape[2]
-        if height is None or width is None:
+        num_capsules = self._num_capsules(tuple(inputs.shape[1:3]), inputs.shape)
+        if num_capsules is None:
             capsules = ops.reshape(
                 features, (ops.shape(features)[0], -1, self.capsule_dim)
             )
         else:
-            num_capsules = height * width * self.capsule_types
             capsules = ops.reshape(features, (-1, num_capsules, self.capsule_dim))
         return capsule_ops.squash(capsules)
 
-    def _output_spatial_shape(
+    def compute_output_shape(
         self, input_shape: tuple[int | None, ...]
-    ) -> tuple[int | None, int | None]:
+    ) -> tuple[int | None, ...]:
         if self.data_format == "channels_last":
             spatial = input_shape[1:3]
         else:
             spatial = input_shape[2:4]
-        output: list[int | None] = []
-        for size, kernel, stride in zip(spatial, self.kernel_size, self.strides):
-            if size is None:
-                output.append(None)
-            elif self.padding == "same":
-                output.append((size + stride - 1) // stride)
-            else:
-                output.append((size - kernel) // stride + 1 if size >= kernel else 0)
-        if any(size == 0 for size in output):
+        num_capsules = self._num_capsules(spatial, input_shape)
+        return (input_shape[0], num_capsules, self.capsule_dim)
+
+    def _num_capsules(
+        self, spatial: tuple[int | None, ...], input_shape: tuple[int | None, ...]
+    ) -> int | None:
+        height, width = (
+            conv_output_size(size, kernel, stride, self.padding)
+            for size, kernel, stride in zip(spatial, self.kernel_size, self.strides)
+        )
+        if height == 0 or width == 0:
             raise ValueError(
                 f"`PrimaryCapsule` with kernel_size={self.kernel_size} and "
                 f'padding="valid" needs inputs of at least that spatial size. '
                 f"Received: input_shape={tuple(input_shape)}"
             )
-        return output[0], output[1]
-
-    def compute_output_shape(
-        self, input_shape: tuple[int | None, ...]
-    ) -> tuple[int | None, ...]:
-        height, width = self._output_spatial_shape(input_shape)
         if height is None or width is None:
-            num_output_capsules = None
-        else:
-            num_output_capsules = height * width * self.capsule_types
-        return (input_shape[0], num_output_capsules, self.capsule_dim)
+            return None
+        return height * width * self.capsule_types
 
     def get_config(self) -> dict[str, Any]:
-        config = {
-            "capsule_types": self.capsule_types,
-            "capsule_dim": self.capsule_dim,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-            "use_bias": self.use_bias,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-            "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            "kernel_constraint": keras.constraints.serialize(self.kernel_constraint),
-            "bias_constraint": keras.constraints.serialize(self.bias_constraint),
-            "conv_implementation": self.conv_implementation,
-        }
-        return {**super().get_config(), **config}
+        config = super().get_config()
+        # What Conv2D has and this layer fixes: the filters follow from the
+        # capsules, and there is no dilation, grouping or activation.
+        for fixed in ("filters", "dilation_rate", "groups", "activation"):
+            config.pop(fixed, None)
+        config.update(
+            capsule_types=self.capsule_types,
+            capsule_dim=self.capsule_dim,
+            conv_implementation=self.conv_implementation,
+        )
+        return config
 
     @property
     def num_capsules(self) -> int:

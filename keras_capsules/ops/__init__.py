@@ -14,7 +14,7 @@ from keras_capsules.ops.capsules import (
     mask_capsules,
     squash,
 )
-from keras_capsules.ops.convolution import space_to_depth_conv
+from keras_capsules.ops.convolution import conv_output_size, space_to_depth_conv
 from keras_capsules.ops.losses import margin_loss, reconstruction_loss
 from keras_capsules.ops.matrix_capsules import coordinate_addition, spread_loss
 from keras_capsules.ops.routing import (
@@ -30,6 +30,7 @@ __all__ = [
     "capsule_length",
     "capsule_predictions",
     "conv_em_routing",
+    "conv_output_size",
     "conv_inverted_attention_routing",
     "coordinate_addition",
     "dynamic_routing",

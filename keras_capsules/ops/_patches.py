@@ -14,10 +14,12 @@ from typing import Any
 
 from keras import ops
 
+from keras_capsules.ops.convolution import conv_output_size
+
 
 def output_size(size: int, kernel: int, stride: int) -> int:
     """Positions of a "valid" window of `kernel` moved by `stride`."""
-    return (size - kernel) // stride + 1
+    return conv_output_size(size, kernel, stride, "valid")
 
 
 def extract(x: Any, kernel_size: tuple[int, int], strides: tuple[int, int]) -> Any:

@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import keras
 from keras import ops
 
-from keras_capsules._validation import check_choice, normalize_pair
+from keras_capsules._validation import (
+    check_choice,
+    check_data_format,
+    check_padding,
+    normalize_pair,
+)
+
+
+@overload
+def conv_output_size(
+    size: int, kernel_size: int, stride: int, padding: str = ...
+) -> int: ...
+@overload
+def conv_output_size(
+    size: None, kernel_size: int, stride: int, padding: str = ...
+) -> None: ...
+def conv_output_size(
+    size: int | None, kernel_size: int, stride: int, padding: str = "valid"
+) -> int | None:
+    """Output positions along one axis of a 2D convolution, `None` if unknown.
+
+    `"same"` padding gives `ceil(size / stride)`; `"valid"` gives
+    `(size - kernel_size) // stride + 1`, or `0` when the window does not
+    fit, so that callers can name the too-small input in their own error.
+
+    Example:
+
+    >>> from keras_capsules.ops import conv_output_size
+    >>> conv_output_size(20, 9, 2), conv_output_size(5, 9, 1)
+    (6, 0)
+    """
+    if size is None:
+        return None
+    if padding == "same":
+        return -(-size // stride)
+    return max((size - kernel_size) // stride + 1, 0)
 
 
 def space_to_depth_conv(
@@ -52,12 +87,8 @@ def space_to_depth_conv(
     ((1, 6, 6, 2), 243.0)
     """
     stride_h, stride_w = normalize_pair("strides", strides)
-    padding = check_choice(
-        "padding",
-        padding.lower() if isinstance(padding, str) else padding,
-        ("valid", "same"),
-    )
-    check_choice("data_format", data_format, ("channels_last", "channels_first"))
+    padding = check_padding(padding)
+    data_format = check_data_format(data_format)
     inputs = ops.convert_to_tensor(inputs)
     if len(inputs.shape) != 4 or len(kernel.shape) != 4:
         raise ValueError(
@@ -77,8 +108,9 @@ def space_to_depth_conv(
             f"kernel.shape={tuple(kernel.shape)}"
         )
     # Rows and columns each output needs, and the padding that "same" adds.
+    out_h = conv_output_size(height, kernel_h, stride_h, padding)
+    out_w = conv_output_size(width, kernel_w, stride_w, padding)
     if padding == "same":
-        out_h, out_w = -(-height // stride_h), -(-width // stride_w)
         pad_top = max((out_h - 1) * stride_h + kernel_h - height, 0) // 2
         pad_left = max((out_w - 1) * stride_w + kernel_w - width, 0) // 2
     else:
@@ -89,8 +121,6 @@ def space_to_depth_conv(
                 f"inputs.shape={tuple(inputs.shape)} (as channels last), "
                 f"kernel.shape={tuple(kernel.shape)}"
             )
-        out_h = (height - kernel_h) // stride_h + 1
-        out_w = (width - kernel_w) // stride_w + 1
         pad_top = pad_left = 0
     blocks_h, blocks_w = -(-kernel_h // stride_h), -(-kernel_w // stride_w)
     rows = (out_h - 1 + blocks_h) * stride_h
