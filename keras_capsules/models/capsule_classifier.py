@@ -11,9 +11,9 @@ from keras_capsules._validation import (
     check_positive_ints,
     shapes_compatible,
 )
+from keras_capsules.losses import ReconstructionLoss
 from keras_capsules.models import presets
 from keras_capsules.models.training_recipe import TrainingRecipe
-from keras_capsules.ops import reconstruction_loss
 
 
 class _LastCall:
@@ -356,12 +356,14 @@ class CapsuleClassifier(keras.Model):
         images = self._images(x)
         capsules = self._capsules_of(y_pred, images, training)
         reconstructions = self.decode(capsules, targets)
-        errors = reconstruction_loss(
-            ops.cast(images, "float32"), ops.cast(reconstructions, "float32")
-        )
         if sample_weight is not None:
-            errors = errors * ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-        reconstruction = self.reconstruction_weight * ops.mean(errors)
+            sample_weight = ops.reshape(sample_weight, (-1,))
+        # A Keras loss, reduced as the compiled ones are: under a
+        # `tf.distribute` strategy each replica's mean is divided by the
+        # number of replicas, whose gradients are then summed.
+        reconstruction = ReconstructionLoss(
+            self.reconstruction_weight, dtype="float32"
+        )(images, reconstructions, sample_weight)
         return loss + ops.cast(reconstruction, loss.dtype)
 
     def _capsules_of(self, scores: Any, images: Any, training: bool) -> Any:
