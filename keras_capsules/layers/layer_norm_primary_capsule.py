@@ -5,7 +5,12 @@ from typing import Any
 import keras
 from keras import ops
 
-from keras_capsules._validation import check_positive_int, check_positive_number
+from keras_capsules._validation import (
+    check_choice,
+    check_positive_int,
+    check_positive_number,
+    normalize_pair,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
@@ -76,6 +81,14 @@ class LayerNormPrimaryCapsule(keras.layers.Conv2D):
         capsule_types = check_positive_int("capsule_types", capsule_types)
         capsule_dim = check_positive_int("capsule_dim", capsule_dim)
         kwargs.pop("filters", None)
+        # Checked here so that every error names the argument and its value.
+        kernel_size = normalize_pair("kernel_size", kernel_size)
+        strides = normalize_pair("strides", strides)
+        padding = check_choice("padding", padding, ("valid", "same"))
+        if data_format is not None:
+            check_choice(
+                "data_format", data_format, ("channels_last", "channels_first")
+            )
         super().__init__(
             filters=capsule_types * capsule_dim,
             kernel_size=kernel_size,
