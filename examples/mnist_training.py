@@ -3,7 +3,9 @@
 Long runs survive interruption: `training_callbacks` saves the weights and
 the optimizer after every epoch, resumes after the last finished one, stops
 on a NaN loss without overwriting the last good checkpoint, and logs every
-epoch to a CSV file.
+epoch to a CSV file. A kill at any moment, even while a checkpoint is being
+written, leaves the last checkpoint whole (`write_checkpoint`) and the log
+holding each of its epochs once (`trim_training_log`).
 
 Where a run cannot go on, `select_keras_backend` and `load_checked_data`
 print one line and return `False` or `None`; the script's `main` then
@@ -208,6 +210,82 @@ def refuse_out_of_range(
                 parser.error(f"--{name.replace('_', '-')} must be {wanted}")
 
 
+# The checkpoint's files, named as Keras's `BackupAndRestore` reads them, and
+# the two that a checkpoint is first written to.
+CHECKPOINT_WEIGHTS, CHECKPOINT_METADATA = "latest.weights.h5", "training_metadata.json"
+PENDING_WEIGHTS, PENDING_METADATA = "pending.weights.h5", "pending_metadata.json"
+
+
+def write_checkpoint(model: Any, backup_dir: Path, epochs_done: int) -> None:
+    """Saves the weights and the optimizer after `epochs_done` epochs, all or nothing.
+
+    Both files are written beside the checkpoint first; the pending
+    metadata, written under a temporary name and renamed, says that both
+    are complete; then they are renamed over the checkpoint
+    (`finish_checkpoint`). Renaming is atomic, so a kill at any moment
+    leaves the last checkpoint or the new one: never a half-written file,
+    never new weights beside the old epoch count.
+    """
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    model.save_weights(backup_dir / PENDING_WEIGHTS, overwrite=True)
+    partial = backup_dir / (PENDING_METADATA + ".partial")
+    partial.write_text(json.dumps({"epoch": epochs_done, "batch": 0}))
+    os.replace(partial, backup_dir / PENDING_METADATA)
+    finish_checkpoint(backup_dir)
+
+
+def finish_checkpoint(backup_dir: Path) -> None:
+    """Completes a checkpoint whose writing was interrupted, or drops it.
+
+    Where the pending metadata exists, the pending weights were complete:
+    both take the checkpoint's place. Otherwise the writing stopped
+    before, and what it left is removed.
+    """
+    pending = backup_dir / PENDING_METADATA
+    if pending.exists():
+        if (backup_dir / PENDING_WEIGHTS).exists():
+            os.replace(backup_dir / PENDING_WEIGHTS, backup_dir / CHECKPOINT_WEIGHTS)
+        os.replace(pending, backup_dir / CHECKPOINT_METADATA)
+    else:
+        (backup_dir / PENDING_WEIGHTS).unlink(missing_ok=True)
+
+
+def checkpoint_epochs(backup_dir: Path) -> int:
+    """How many epochs the checkpoint in `backup_dir` holds (0: none)."""
+    path = backup_dir / CHECKPOINT_METADATA
+    return int(json.loads(path.read_text())["epoch"]) if path.exists() else 0
+
+
+def trim_training_log(log_path: Path, epochs: int) -> None:
+    """Keeps the CSV log's rows of the first `epochs` epochs, each once.
+
+    The log gets an epoch's row just before the checkpoint: a run killed
+    between the two (or while writing the row) leaves a row the checkpoint
+    does not hold, and that epoch runs again when the run resumes.
+    """
+    if not log_path.exists():
+        return
+    header, *rows = log_path.read_text().splitlines(keepends=True) or [""]
+    columns = header.rstrip("\n").split(",")
+    if not header.endswith("\n") or "epoch" not in columns:
+        log_path.unlink()
+        return
+
+    def whole_row_of_held_epoch(row: str) -> bool:
+        fields = row.rstrip("\n").split(",")
+        return (
+            row.endswith("\n")
+            and len(fields) == len(columns)
+            and int(float(fields[columns.index("epoch")])) < epochs
+        )
+
+    kept = [row for row in rows if whole_row_of_held_epoch(row)]
+    if len(kept) < len(rows):
+        partial = log_path.with_name(log_path.name + ".partial")
+        partial.write_text(header + "".join(kept))
+        os.replace(partial, log_path)
+
+
 def training_callbacks(
     keras: Any, args: argparse.Namespace, batches: Any, backup_dir: Path, log_path: Path
 ) -> list[Any]:
@@ -217,7 +295,12 @@ def training_callbacks(
 
     `batches`, when not `None`, is told the epoch (its `epoch` attribute) at
     the start of each one, so that a resumed run draws that epoch's batches.
+
+    Call it just before `fit`: it finishes or drops an interrupted
+    checkpoint write and cuts the log to the checkpoint's epochs.
     """
+    finish_checkpoint(backup_dir)
+    trim_training_log(log_path, checkpoint_epochs(backup_dir))
 
     class EpochClock(keras.callbacks.Callback):
         """Tells the data its epoch and records each epoch's seconds in the logs."""
@@ -232,7 +315,7 @@ def training_callbacks(
                 logs["epoch_seconds"] = time.perf_counter() - self.started
 
     class BackupFiniteEpochs(keras.callbacks.BackupAndRestore):
-        """`BackupAndRestore` that never overwrites a good checkpoint with NaN."""
+        """`BackupAndRestore`, written all or nothing, never with a NaN loss."""
 
         def on_train_begin(self, logs: Any = None) -> None:
             super().on_train_begin(logs)
@@ -248,7 +331,9 @@ def training_callbacks(
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             if logs and not np.isfinite(logs.get("loss", 0.0)):
                 return
-            super().on_epoch_end(epoch, logs)
+            # Keras's own writing is not atomic: a kill while it writes
+            # leaves a file that the next run cannot load.
+            write_checkpoint(self.model, backup_dir, epoch + 1)
 
     class FiniteEpochsLog(keras.callbacks.CSVLogger):
         """`CSVLogger` that, like the checkpoint, leaves out a NaN epoch.
@@ -270,8 +355,9 @@ def training_callbacks(
             )
         ),
         keras.callbacks.TerminateOnNaN(),
-        BackupFiniteEpochs(str(backup_dir), delete_checkpoint=False),
+        # The log first: an epoch's row is written before its checkpoint.
         FiniteEpochsLog(str(log_path), append=True),
+        BackupFiniteEpochs(str(backup_dir), delete_checkpoint=False),
     ]
     if getattr(args, "validation_samples", 0):
         callbacks.append(best_checkpoint(keras, backup_dir, log_path))
