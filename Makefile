@@ -21,6 +21,13 @@ BACKENDS ?= tensorflow torch jax
 # it look at MNIST_PATH or skip.
 MNIST ?=
 PYTEST_ARGS ?=
+# pytest-xdist processes per backend (0: none). Tests of one module share a
+# process (their module fixtures run once), and each process computes on one
+# thread: two processes on two cores, not two times two threads.
+TEST_WORKERS ?= 2
+ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 \
+	TF_NUM_INTEROP_THREADS=1 XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+PYTEST := $(if $(filter-out 0,$(TEST_WORKERS)),$(ONE_THREAD) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope,$(PY) -m pytest)
 
 .PHONY: venv test lint typecheck test-backends example docs docs-serve docs-check bench method-table numbers clean
 
@@ -49,11 +56,11 @@ typecheck: venv
 test-backends: venv
 	@status=0; for backend in $(BACKENDS); do \
 		echo "=== pytest, KERAS_BACKEND=$$backend ==="; \
-		KERAS_BACKEND=$$backend $(if $(MNIST),MNIST_PATH=$(MNIST),) $(PY) -m pytest $(PYTEST_ARGS) || status=1; \
+		KERAS_BACKEND=$$backend $(if $(MNIST),MNIST_PATH=$(MNIST),) $(PYTEST) $(PYTEST_ARGS) || status=1; \
 	done; \
 	if [ -n "$(filter jax,$(BACKENDS))" ]; then \
 		echo "=== pytest -m float64, KERAS_BACKEND=jax JAX_ENABLE_X64=1 ==="; \
-		KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(if $(MNIST),MNIST_PATH=$(MNIST),) $(PY) -m pytest -m float64 $(PYTEST_ARGS) || status=1; \
+		KERAS_BACKEND=jax JAX_ENABLE_X64=1 $(if $(MNIST),MNIST_PATH=$(MNIST),) $(PYTEST) -m float64 $(PYTEST_ARGS) || status=1; \
 	fi; exit $$status
 
 test: lint typecheck test-backends

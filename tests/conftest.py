@@ -13,6 +13,10 @@ import keras  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST = REPO_ROOT.parent / "shared" / "data" / "mnist.npz"
+# `make test` runs the suite once per backend. A test marked
+# `backend_independent` checks what no backend changes (a script's options,
+# checkpoint files and logs, packaging): it runs in this backend's run only.
+ONCE_BACKEND = "torch"
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -38,6 +42,13 @@ def _jax_without_x64() -> bool:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    once = item.get_closest_marker("backend_independent")
+    if once and keras.backend.backend() != ONCE_BACKEND:
+        why = once.args[0] if once.args else "no backend changes what it checks"
+        pytest.skip(
+            f"backend-independent ({why}): runs once, in the "
+            f"KERAS_BACKEND={ONCE_BACKEND} run of `make test`"
+        )
     if item.get_closest_marker("float64") and _jax_without_x64():
         pytest.skip(
             "float64 on JAX needs x64, off in this process: `make test` runs "

@@ -271,6 +271,7 @@ def resumed_run(tmp_path_factory, mnist_path):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the example's checkpoints, logs and error lines")
 def test_rerun_after_a_kill_continues_with_the_next_epoch(resumed_run):
     output_dir, stdout = resumed_run
     resuming = [line for line in stdout.splitlines() if line.startswith("resuming")]
@@ -286,6 +287,7 @@ def test_rerun_after_a_kill_continues_with_the_next_epoch(resumed_run):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the example's checkpoints, logs and error lines")
 def test_resumed_run_takes_the_steps_of_an_uninterrupted_one(resumed_run):
     output_dir, _ = resumed_run
     # The optimizer's state is in the checkpoint: its step count goes on.
@@ -300,6 +302,7 @@ def _copy_checkpoint_and_log(source: Path, output_dir: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the example's checkpoints, logs and error lines")
 def test_fresh_starts_over(resumed_run, mnist_path, tmp_path):
     output_dir = _copy_checkpoint_and_log(resumed_run[0], tmp_path / "run")
     # One epoch: had it resumed, the run would find its 2 epochs done and
@@ -329,6 +332,7 @@ def nan_run(tmp_path_factory, mnist_path):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the example's checkpoints, logs and error lines")
 def test_nan_loss_stops_training_with_one_error_line(nan_run):
     output_dir, result = nan_run
     assert result.returncode == 1, output_of(result)
@@ -342,6 +346,7 @@ def test_nan_loss_stops_training_with_one_error_line(nan_run):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the example's checkpoints, logs and error lines")
 def test_nan_loss_keeps_the_checkpoint_of_the_last_good_epoch(nan_run):
     output_dir, _ = nan_run
     assert checkpointed_epochs(output_dir) == 1
@@ -353,6 +358,7 @@ def test_nan_loss_keeps_the_checkpoint_of_the_last_good_epoch(nan_run):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the example's checkpoints, logs and error lines")
 def test_redirected_output_has_one_line_per_epoch(example_run, nan_run):
     for stdout, epochs in ((example_run[1], 1), (nan_run[1].stdout, 2)):
         # No progress bar: it redraws its line with "\r" at every step.
@@ -426,6 +432,7 @@ def test_non_positive_counts_are_usage_errors(option, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the example's checkpoints, logs and error lines")
 def test_bad_data_on_the_command_line_exits_2_without_a_traceback(tmp_path):
     path = _data_file(tmp_path, "text")
     result = run_example(tiny_command(path, tmp_path / "out", "--epochs", "1"))

@@ -136,6 +136,7 @@ def test_a_batch_across_the_end_of_a_pass_skips_no_digit():
 
 
 @pytest.mark.parametrize("script", [MULTI_MNIST, AFFINE], ids=["multi", "affine"])
+@pytest.mark.backend_independent("the script's data checks")
 def test_a_bad_data_file_is_one_line(script, tmp_path):
     bad = write_npz(tmp_path / "bad.npz", y_test=None)
     result = run_example(

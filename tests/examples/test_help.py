@@ -11,7 +11,7 @@ import pytest
 
 from tests.examples._example_runs import REPO_ROOT, example_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent("argument parsing")]
 
 EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.py"))
 # Modules of shared code that the scripts import; run, they say so.

@@ -173,6 +173,7 @@ def test_bad_data_is_one_error_line_and_exit_code_2(
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the script's data checks")
 def test_bad_data_on_the_command_line_exits_2_without_a_traceback(tmp_path):
     path = _data_file(tmp_path, "text")
     result = run_example(tiny_command(path, tmp_path / "out"), timeout=600)
