@@ -1,4 +1,10 @@
-"""Capsule-network building blocks for Keras 3, on TensorFlow, PyTorch and JAX."""
+"""Capsule-network building blocks for Keras 3, on TensorFlow, PyTorch and JAX.
+
+Every public name is declared once, in the `__all__` of its module; the
+names of `layers`, `losses`, `models` and `callbacks` are also here, at the
+top level (`keras_capsules.PrimaryCapsule` is
+`keras_capsules.layers.PrimaryCapsule`).
+"""
 
 from keras_capsules import (
     callbacks,
@@ -9,35 +15,13 @@ from keras_capsules import (
     ops,
     visualization,
 )
-from keras_capsules.layers import (
-    ConvInvertedAttentionCapsule,
-    DepthwisePrimaryCapsule,
-    InvertedAttentionCapsule,
-    LayerNormPrimaryCapsule,
-    Length,
-    Mask,
-    PrimaryCapsule,
-    RoutingCapsule,
-    SelfAttentionRoutingCapsule,
-)
-from keras_capsules.losses import MarginLoss, ReconstructionLoss
-from keras_capsules.models import CapsNet, EfficientCapsNet
+from keras_capsules.callbacks import *  # noqa: F403
+from keras_capsules.layers import *  # noqa: F403
+from keras_capsules.losses import *  # noqa: F403
+from keras_capsules.models import *  # noqa: F403
 from keras_capsules.version import __version__
 
 __all__ = [
-    "CapsNet",
-    "ConvInvertedAttentionCapsule",
-    "DepthwisePrimaryCapsule",
-    "EfficientCapsNet",
-    "InvertedAttentionCapsule",
-    "LayerNormPrimaryCapsule",
-    "Length",
-    "Mask",
-    "MarginLoss",
-    "PrimaryCapsule",
-    "ReconstructionLoss",
-    "RoutingCapsule",
-    "SelfAttentionRoutingCapsule",
     "__version__",
     "callbacks",
     "datasets",
@@ -47,3 +31,7 @@ __all__ = [
     "ops",
     "visualization",
 ]
+__all__ += callbacks.__all__
+__all__ += layers.__all__
+__all__ += losses.__all__
+__all__ += models.__all__
