@@ -413,6 +413,121 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# The Keras contenders of the capsule-method benches and their processes.
+_METHOD_BENCH_ROWS = (
+    ("efficient-capsnet", "keras", "tensorflow", "tensorflow"),
+    ("efficient-capsnet", "keras-jit", "tensorflow", "tensorflow, `jit_compile=True`"),
+    ("efficient-capsnet", "keras", "torch", "torch"),
+    ("efficient-capsnet", "keras", "jax", "jax"),
+    ("matrix-capsnet", "keras", "tensorflow", "tensorflow"),
+    ("matrix-capsnet", "keras", "torch", "torch"),
+    ("matrix-capsnet", "keras", "jax", "jax"),
+)
+
+
+def render_capsule_method_summary(docs_dir: Path) -> str:
+    """Keras vs the PyTorch twin per backend, from the capsule-method run."""
+    path = docs_dir / "assets" / "benchmarks" / "capsule-methods" / "results.json"
+    if not path.exists():
+        return _pending(
+            "`assets/benchmarks/capsule-methods/results.json`",
+            "Run `python benchmarks/benchmark.py --benches "
+            "efficient-capsnet,matrix-capsnet --output "
+            "docs/assets/benchmarks/capsule-methods`.",
+        )
+    data = _read_json(path)
+
+    def row(bench: str, contender: str, process: str) -> dict | None:
+        for entry in data["rows"]:
+            if (entry["bench"], entry["contender"], entry["process"]) == (
+                bench,
+                contender,
+                process,
+            ):
+                return entry
+        return None
+
+    def with_noynn(bench: str, contender: str, process: str, key: str, fmt: str):
+        entry = row(bench, contender, process)
+        text = fmt.format(entry[key])
+        other = row(bench, contender, "jax-noynn") if process == "jax" else None
+        if other is not None:
+            text += f" ({fmt.format(other[key])})"
+        return text
+
+    rows = []
+    for bench, contender, process, label in _METHOD_BENCH_ROWS:
+        entry, twin = row(bench, contender, process), row(bench, "torch", process)
+        if entry is None or twin is None:
+            continue
+        name = f"{bench} (smallNORB model)" if bench == "matrix-capsnet" else bench
+        digits = "{:,.0f}" if entry["images_per_s"] >= 100 else "{:.1f}"
+        rows.append(
+            [
+                name,
+                label,
+                with_noynn(bench, contender, process, "images_per_s", digits),
+                with_noynn(bench, contender, process, "vs_torch", "{:.2f}x"),
+                f"{entry['peak_rss_per_image_mb']:.1f} / "
+                f"{twin['peak_rss_per_image_mb']:.1f}",
+            ]
+        )
+    table = markdown_table(
+        [
+            "bench",
+            "process",
+            "Keras images/s",
+            "× torch",
+            "peak RSS Δ, MiB per image (Keras / torch)",
+        ],
+        rows,
+    )
+    return table + "\n(in parentheses: JAX without YNNPACK fusions.)\n"
+
+
+def render_breakdown(docs_dir: Path) -> str:
+    """Efficient-CapsNet part by part, Keras / the PyTorch twin."""
+    path = docs_dir / "assets" / "benchmarks" / "efficient-capsnet-breakdown"
+    path = path / "results.json"
+    if not path.exists():
+        return _pending(
+            "`assets/benchmarks/efficient-capsnet-breakdown/results.json`",
+            "Run `python benchmarks/efficient_capsnet_breakdown.py`.",
+        )
+    data = _read_json(path)
+
+    def pair(ms: dict, key: str, minus: str | None = None) -> str:
+        keras, twin = ms[f"keras|{key}"], ms[f"torch|{key}"]
+        if minus is not None:  # the part: the step with it minus without it
+            keras, twin = ms[f"keras|{minus}"] - keras, ms[f"torch|{minus}"] - twin
+        return f"{keras:.1f} / {twin:.1f} ms"
+
+    rows = [
+        [
+            backend,
+            pair(ms, "full"),
+            f"{ms['torch|full'] / ms['keras|full']:.2f}x",
+            pair(ms, "no-batch-norm", "full"),
+            pair(ms, "sgd", "full"),
+            pair(ms, "no-decoder", "full"),
+            pair(ms, "no-batch-norm"),
+        ]
+        for backend, ms in data["milliseconds"].items()
+    ]
+    return markdown_table(
+        [
+            "backend",
+            "Keras / twin step",
+            "× torch",
+            "batch norms",
+            "Adam (vs SGD)",
+            "decoder + its loss",
+            "step without batch norms",
+        ],
+        rows,
+    )
+
+
 RENDERERS = {
     "coupling": render_coupling,
     "example-run": render_example_run,
@@ -421,6 +536,8 @@ RENDERERS = {
     "efficient-run": render_efficient_run,
     "efficient-readme": render_efficient_readme,
     "parity": render_parity,
+    "capsule-method-summary": render_capsule_method_summary,
+    "efficient-capsnet-breakdown": render_breakdown,
     "benchmarks": render_benchmarks,
     "capsule-method-benchmarks": lambda docs: render_benchmarks(
         docs, "assets/benchmarks/capsule-methods"
