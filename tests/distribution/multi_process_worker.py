@@ -1,25 +1,30 @@
 """One process of a data-parallel run of the tiny capsule models.
 
     python tests/distribution/multi_process_worker.py ENGINE --rank R \
-        --processes N --port P [--port P2] --workdir DIR
+        --processes N --port P [--port P2] --workdir DIR [--timed-epochs E]
 
 ENGINE is the backend's own engine:
 
 - `jax`: `jax.distributed.initialize` joins the processes (coordinator on
-  127.0.0.1:P); `keras.distribution.DataParallel` over all their devices.
-- `torch`: `torch.distributed` with gloo (rendezvous on 127.0.0.1:P),
-  the model wrapped in `DistributedDataParallel`.
+  127.0.0.1:P); `keras.distribution.DataParallel` over all their devices;
+  `model.fit` on this process's share of every batch.
+- `torch`: `torch.distributed` with gloo (rendezvous on 127.0.0.1:P), the
+  model wrapped in `DistributedDataParallel`, `fit`'s step in a loop that
+  calls the wrapper (`train_ddp`).
 - `tf-multi-worker`: `tf.distribute.MultiWorkerMirroredStrategy`, one
-  worker per process, the cluster (one port per worker) in `TF_CONFIG`.
+  worker per process, the cluster (one port per worker) in `TF_CONFIG`,
+  `fit`'s step in TensorFlow's custom loop (`capsule_runs.train_in_strategy`;
+  Keras 3.15's `fit` fails under this strategy).
 - `tf-mirrored`: `tf.distribute.MirroredStrategy` over 2 logical CPU
-  devices of this one process (`--processes 1`).
+  devices of this one process (`--processes 1`), `model.fit`.
 
-For each model of `capsule_runs.MODELS` it loads the initial weights the
-test wrote to DIR, trains on this process's share of every global batch
-and writes its final weights to DIR. The engine and the backend are chosen
-here, before Keras is imported, whatever `KERAS_BACKEND` the caller has.
-Prints one JSON line: seconds and images per second of each model's
-training (the first epoch, tracing included).
+For each model of `capsule_runs.MODELS` it starts from the weights the
+test wrote to DIR (without them, from the same seed in every process),
+trains one epoch of `STEPS` global batches and writes its final weights
+to DIR. The engine and the backend are chosen here, before Keras is
+imported, whatever `KERAS_BACKEND` the caller has. Prints one JSON line:
+each model's seconds and global images per second (compilation included),
+and with `--timed-epochs` those of E more epochs (compilation excluded).
 """
 
 from __future__ import annotations

@@ -169,6 +169,8 @@ def test_killed_example_resumes_and_trains_each_epoch_once(tmp_path):
             for path in backup.iterdir():
                 path.unlink()
     print(json.dumps(report, indent=1))
+    killed_writing = [run for run in report if run["kill"] == "checkpoint"]
+    assert killed_writing[0]["exit"] == -signal.SIGKILL, report
     assert code == 0
     assert logged_epochs(output_dir / "training_log.csv") == list(range(EPOCHS))
     # Each epoch trained once, from the weights of the epoch before: the
@@ -226,9 +228,10 @@ def test_killed_worker_of_multi_worker_run_resumes(tmp_path):
     logs = [workdir / f"killed_rank{rank}.log" for rank in (0, 1)]
     workdir.mkdir()
     with processes.workers(two_workers(workdir), logs, env) as running:
-        # Kill the victim at a random moment of its second or third epoch.
+        # Kill the victim at a random moment of its second or third epoch,
+        # once the chief's checkpoint holds the first.
         deadline = time.monotonic() + 240
-        while not any(
+        while not (workdir / "backup" / "training_metadata.json").exists() or not any(
             line.get("epoch_end") == 0 for line in json_lines(logs[victim].read_text())
         ):
             assert all(p.poll() is None for p in running), processes.tails(logs)
@@ -267,7 +270,7 @@ def test_killed_worker_of_multi_worker_run_resumes(tmp_path):
     # end of an epoch and its checkpoint.
     start = report["resumed_from"][0]
     assert report["resumed_from"] == [start, start], report
-    assert finished - 1 <= start <= finished, report
+    assert 1 <= start and finished - 1 <= start <= finished, report
     assert report["epochs_after"] == [list(range(start, WORKER_EPOCHS))] * 2, report
     assert report["steps"] == [expected_steps] * 2, report
     final = [runs.load_arrays(lines[-1]["weights"])[0] for lines in resumed]
