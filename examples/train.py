@@ -359,9 +359,10 @@ def fit_images(images: Any, args: argparse.Namespace) -> Any:
     import keras
 
     images = np.asarray(images, "float32") / 255.0
-    if args.grayscale and images.shape[-1] == 3:
-        # ITU-R BT.601 luma, as `tf.image.rgb_to_grayscale` weighs the channels.
-        images = images @ np.array([[0.299], [0.587], [0.114]], "float32")
+    if args.grayscale and images.shape[-1] in (3, 4):
+        # ITU-R BT.601 luma, as `tf.image.rgb_to_grayscale` weighs the
+        # channels; an alpha channel is dropped.
+        images = images[..., :3] @ np.array([[0.299], [0.587], [0.114]], "float32")
     if args.image_size is not None and images.shape[1:3] != args.image_size:
         images = np.concatenate(
             [

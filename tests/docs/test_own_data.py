@@ -6,7 +6,8 @@ page's Python blocks run in order in one namespace, printing what the page
 shows (the `.npz` block writes `my_data.npz`); then every
 `python examples/train.py` command of its bash blocks runs as written, with
 options appended that keep it tiny: one epoch, batches of 4, the model's
-small configuration from its tests, and an output folder of its own.
+small configuration from its tests (`tiny_model_config`), and an output
+folder of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from tests.datasets.image_files import write_cifar10_folder, write_image_folder
 from tests.docs.test_snippets import DOCS, expected_output, python_blocks
 from tests.examples._example_runs import example_module
-from tests.examples.test_train import TRAIN, small_config
+from tests.examples.test_train import TRAIN, tiny_model_config
 
 PAGE = "own-data.md"
 BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -76,23 +77,13 @@ def test_the_page_runs_as_written(page_folder):
     for number, command in enumerate(commands):
         argv = shlex.split(command)[2:]
         model = argv[argv.index("--model") + 1]
-        small = small_config(model)
-        config = {
-            k: v for k, v in small.items() if k not in ("image_shape", "num_classes")
-        }
         output_dir = page_folder / f"run{number}"
-        code = example_module(TRAIN).main(
-            [
-                *argv,
-                "--epochs",
-                "1",
-                "--batch-size",
-                "4",
-                "--model-config",
-                json.dumps(config),
-                "--output-dir",
-                str(output_dir),
-            ]  # fmt: skip
-        )
+        tiny = [
+            "--epochs", "1",
+            "--batch-size", "4",
+            "--model-config", json.dumps(tiny_model_config(model)),
+            "--output-dir", str(output_dir),
+        ]  # fmt: skip
+        code = example_module(TRAIN).main([*argv, *tiny])
         assert code == 0, command
         assert (output_dir / f"{model}.keras").is_file(), command

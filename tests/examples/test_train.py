@@ -10,6 +10,7 @@ Keras and the backend imported.
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import json
 import re
@@ -55,11 +56,24 @@ def small_config(model: str) -> dict:
     return small
 
 
-def tiny_options(model: str, output_dir: Path) -> list[str]:
-    """A short run of `model` at its small configuration's image size."""
+def tiny_model_config(model: str) -> dict:
+    """`--model-config` of the small configuration, routing once where it can.
+
+    One routing iteration keeps the traced training step short on
+    TensorFlow and JAX; the iterations are tested with the models.
+    """
     small = small_config(model)
     config = {k: v for k, v in small.items() if k not in ("image_shape", "num_classes")}
-    height, width, channels = small["image_shape"]
+    model_class = registered_models()[model]
+    if "routing_iterations" in inspect.signature(model_class).parameters:
+        config["routing_iterations"] = 1
+    return config
+
+
+def tiny_options(model: str, output_dir: Path) -> list[str]:
+    """A short run of `model` at its small configuration's image size."""
+    config = tiny_model_config(model)
+    height, width, channels = small_config(model)["image_shape"]
     return [
         "--model", model,
         "--model-config", json.dumps(config),
@@ -141,17 +155,43 @@ def test_image_folder_with_a_test_split_and_validation(tmp_path):
     assert metrics["best_epoch"] == 1 and "best_test_accuracy" in metrics
 
 
-@pytest.mark.slow
-def test_cifar100_coarse_labels(tmp_path):
+@pytest.mark.parametrize("labels, classes", [("fine", 100), ("coarse", 20)])
+def test_cifar100_data_as_the_model_gets_it(tmp_path, labels, classes):
+    # The CIFAR path trains end to end above; CIFAR-100 differs in its reader.
     folder = write_cifar100_folder(tmp_path / "c100")
-    output_dir = tmp_path / "out"
-    argv = [
-        "--cifar100", str(folder), "--cifar100-labels", "coarse",
-        *tiny_options("efficient_capsnet", output_dir),
-    ]  # fmt: skip
-    assert example_module(TRAIN).main(argv) == 0
-    metrics = check_outputs(output_dir, "efficient_capsnet")
-    assert metrics["num_classes"] == 20
+    module = example_module(TRAIN)
+    args = module.parse_args(
+        ["--model", "capsnet", "--cifar100", str(folder), "--cifar100-labels", labels]
+    )
+    x_train, y_train, x_val, y_val, x_test, y_test, num_classes = module.prepared_data(
+        args
+    )
+    assert num_classes == classes
+    assert x_train.shape == (6, 32, 32, 3) and x_train.dtype == np.float32
+    assert 0 <= x_train.min() and x_train.max() <= 1
+    expected = np.arange(6) * 7 % 100
+    np.testing.assert_array_equal(
+        y_train, expected if labels == "fine" else expected // 5
+    )
+    assert y_train.dtype == np.int64 and x_val is x_test
+
+
+def test_grayscale_and_resizing_of_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (4, 8, 12, 3), dtype="uint8")
+    module = example_module(TRAIN)
+    argv = ["--model", "capsnet", "--data", "d.npz", "--grayscale"]
+    grey = module.fit_images(images, module.parse_args(argv))
+    luma = images @ np.array([0.299, 0.587, 0.114]) / 255
+    np.testing.assert_allclose(grey[..., 0], luma, atol=1e-6)
+    for resize, shape in (("stretch", (4, 6, 6, 1)), ("crop", (4, 6, 6, 1))):
+        args = module.parse_args([*argv, "--image-size", "6", "--resize", resize])
+        assert module.fit_images(images, args).shape == shape
+    # Cropping a 8x12 image to a square keeps its centre 8x8 columns 2..9.
+    args = module.parse_args([*argv, "--image-size", "8", "--resize", "crop"])
+    np.testing.assert_allclose(
+        module.fit_images(images, args)[..., 0], luma[:, :, 2:10], atol=1e-5
+    )
 
 
 # Trained from the other sources above.
