@@ -85,6 +85,11 @@ _CIFAR100 = _Dataset(
 def _read_files(dataset: _Dataset, path: Path) -> dict[str, tuple[str, bytes]]:
     """The bytes of every file of `dataset`, each with where it was read from."""
     names = (*dataset.train_files, dataset.test_file)
+    if path.is_dir() and (path / dataset.archive).is_file():
+        # The folder the archive was downloaded to, not unpacked.
+        unpacked = path / dataset.folder
+        if not any((place / names[0]).is_file() for place in (path, unpacked)):
+            path = path / dataset.archive
     if path.is_dir():
         folder = path / dataset.folder if (path / dataset.folder).is_dir() else path
         found = {name: folder / name for name in names if (folder / name).is_file()}
@@ -196,8 +201,9 @@ def load_cifar10(path: str | Path) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
 
     Args:
         path: The `.tar.gz` archive, or a folder holding `data_batch_1.bin`
-            to `data_batch_5.bin` and `test_batch.bin` (directly or in the
-            archive's `cifar-10-batches-bin` folder).
+            to `data_batch_5.bin` and `test_batch.bin`: directly, in the
+            archive's `cifar-10-batches-bin` folder, or still packed in
+            `cifar-10-binary.tar.gz`.
 
     Returns:
         `(x_train, y_train), (x_test, y_test)` as `keras.datasets.cifar10`
@@ -234,8 +240,8 @@ def load_cifar100(
 
     Args:
         path: The `.tar.gz` archive, or a folder holding `train.bin` and
-            `test.bin` (directly or in the archive's `cifar-100-binary`
-            folder).
+            `test.bin`: directly, in the archive's `cifar-100-binary`
+            folder, or still packed in `cifar-100-binary.tar.gz`.
         label_mode: `"fine"` (100 classes) or `"coarse"` (20 classes).
             Defaults to `"fine"`.
 

@@ -101,6 +101,12 @@ def test_cifar10_from_the_tar_gz(tmp_path):
     _assert_cifar10(load_cifar10(str(archive)), files)
 
 
+def test_cifar10_from_the_folder_holding_the_downloaded_archive(tmp_path):
+    files = _cifar10_files()
+    _write_archive(tmp_path / "cifar-10-binary.tar.gz", "cifar-10-batches-bin", files)
+    _assert_cifar10(load_cifar10(tmp_path), files)
+
+
 def test_pixels_are_the_red_green_blue_planes_row_by_row(tmp_path):
     # One record by hand: label 7, red = position, green = 1, blue = 2.
     red = np.arange(1024) % 256
