@@ -66,7 +66,11 @@ class InvertedAttentionCapsNet(CapsuleClassifier):
     (PyTorch's) momentum and epsilon; the backbone's convolutions use
     "same" padding (the authors pad 1 on every side; with stride 2 Keras
     pads only bottom and right, same output size). The authors' dropout on
-    the poses (rate 0 in their runs) is left out. Images are channels last.
+    the poses (rate 0 in their runs) is left out, and so is the bias of
+    their read-out, which adds the same number to every logit (no change to
+    the softmax, a zero gradient): the CIFAR-10 network has 1,828,816
+    trainable weights, the authors' count less that one. Images are
+    channels last.
 
     Args:
         image_shape: Shape of one image, `(height, width, channels)`.
@@ -213,8 +217,12 @@ class InvertedAttentionCapsNet(CapsuleClassifier):
         self.class_capsule = InvertedAttentionCapsule(
             self.num_classes, self.capsule_dim, name="class_capsule", **routing
         )
-        # One read-out for every class capsule, as the authors' `final_fc`.
-        self.readout = keras.layers.Dense(1, dtype=dtype, name="readout")
+        # One read-out for every class capsule, as the authors' `final_fc`,
+        # without its bias: the same number added to every logit changes no
+        # softmax, so its gradient is 0.
+        self.readout = keras.layers.Dense(
+            1, use_bias=False, dtype=dtype, name="readout"
+        )
         self.build((None, *self.image_shape))
 
     # ------------------------------------------------------------ layers
