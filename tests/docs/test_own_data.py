@@ -30,7 +30,10 @@ from tests.examples.test_train import TRAIN, tiny_model_config
 PAGE = "own-data.md"
 BASH_BLOCK = re.compile(r"^```bash\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.backend_independent("the page's commands run examples/train.py"),
+]
 
 
 def page_commands() -> list[str]:

@@ -112,6 +112,7 @@ def check_outputs(output_dir: Path, model: str, epochs: int = 1) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the script's data sources, options and checkpoints")
 def test_cifar10_archive_as_a_user_runs_it(tmp_path):
     archive = write_cifar10_archive(
         tmp_path / "cifar-10-binary.tar.gz", write_cifar10_folder(tmp_path / "c10")
@@ -139,6 +140,7 @@ def test_cifar10_archive_as_a_user_runs_it(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent("the script's data sources, options and checkpoints")
 def test_image_folder_with_a_test_split_and_validation(tmp_path):
     write_image_folder(tmp_path / "photos", classes=("a", "b", "c"), per_class=5)
     output_dir = tmp_path / "out"
@@ -200,6 +202,10 @@ TRAINED_ABOVE = {"efficient_capsnet"}
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(set(registered_models()) - TRAINED_ABOVE))
+@pytest.mark.backend_independent(
+    "the script's model choice; every model's fit on every backend is the "
+    "classifier harness's (tests/models)"
+)
 def test_every_registered_model_trains_from_an_npz(tmp_path, model):
     # RGB images of another size, made grey and resized to the model's.
     rng = np.random.default_rng(0)
