@@ -90,6 +90,29 @@ def train_in_strategy(
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
 
+    if id(model) in _strategy_steps:
+        step = _strategy_steps[id(model)]
+    else:
+        step = _strategy_steps[id(model)] = strategy_step(model, strategy)
+
+    if callbacks is not None:
+        callbacks.on_train_begin()
+    # Where `BackupAndRestore` restored a checkpoint it sets this, as in `fit`.
+    for epoch in range(getattr(model, "_initial_epoch", None) or 0, epochs):
+        for x, y in batches:
+            step(x, y)
+        if callbacks is not None:
+            callbacks.on_epoch_end(epoch)
+
+
+# One traced step per model: a second call of `train_in_strategy` reuses it.
+_strategy_steps: dict[int, Any] = {}
+
+
+def strategy_step(model: Any, strategy: Any) -> Any:
+    """The `tf.function` of one training step of `model` in every replica."""
+    import tensorflow as tf
+
     def replica_step(x, y):
         with tf.GradientTape() as tape:
             scores = model(x, training=True)
@@ -101,14 +124,7 @@ def train_in_strategy(
     def step(x, y):
         strategy.run(replica_step, args=(x, y))
 
-    if callbacks is not None:
-        callbacks.on_train_begin()
-    # Where `BackupAndRestore` restored a checkpoint it sets this, as in `fit`.
-    for epoch in range(getattr(model, "_initial_epoch", None) or 0, epochs):
-        for x, y in batches:
-            step(x, y)
-        if callbacks is not None:
-            callbacks.on_epoch_end(epoch)
+    return step
 
 
 def global_data(name: str) -> tuple[np.ndarray, np.ndarray]:
