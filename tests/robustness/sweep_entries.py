@@ -172,7 +172,6 @@ SMALL_MATRIX_CAPSNET = dict(
     routing_iterations=1,
 )
 
-MODELS_RESTRUCTURED = "models being restructured: the model must reject it"
 IMAGE_BAD_INPUTS = (
     BadInput((2, 9, 8, 1)),
     BadInput((2, 8, 8)),
@@ -315,7 +314,6 @@ ENTRIES: dict[str, Entry] = {
         inputs=lambda s: _scaled(_uniform(2, *IMAGE), s),
         bad_inputs=IMAGE_BAD_INPUTS,
         bad_arguments=(({"num_classes": 1}, "num_classes"),),
-        xfail_arguments={"num_classes=1": MODELS_RESTRUCTURED},
     ),
     "EfficientCapsNet": Entry(
         MODEL,
@@ -323,7 +321,6 @@ ENTRIES: dict[str, Entry] = {
         inputs=lambda s: _scaled(_uniform(2, *IMAGE), s),
         bad_inputs=IMAGE_BAD_INPUTS,
         bad_arguments=(({"num_classes": 1}, "num_classes"),),
-        xfail_arguments={"num_classes=1": MODELS_RESTRUCTURED},
     ),
     "MatrixCapsNet": Entry(
         MODEL,
@@ -331,7 +328,6 @@ ENTRIES: dict[str, Entry] = {
         inputs=lambda s: _scaled(_uniform(2, 6, 6, 1), s),
         bad_inputs=(BadInput((2, 7, 6, 1)), BadInput((2, 6, 6))),
         bad_arguments=(({"num_classes": 1}, "num_classes"),),
-        xfail_arguments={"num_classes=1": MODELS_RESTRUCTURED},
     ),
     "CapsuleClassifier": Entry(
         BASE,
@@ -368,6 +364,57 @@ ENTRIES: dict[str, Entry] = {
             "extreme_inputs": "a callback takes no tensors",
             "saving": "Keras saves no callbacks in .keras files",
         },
+    ),
+    # --- Inverted dot-product attention -----------------------
+    "InvertedAttentionCapsule": Entry(
+        LAYER,
+        config=dict(num_capsules=3, capsule_dim=4, matrix_pose=True),
+        inputs=lambda s: _scaled(_normal(2, 5, 4), s),
+        bad_inputs=(BadInput((2, 8)), BadInput((2, 5, 4, 1)), BadInput((2, 5, 3))),
+    ),
+    "ConvInvertedAttentionCapsule": Entry(
+        LAYER,
+        config=dict(capsule_types=2, capsule_dim=4, kernel_size=2, matrix_pose=True),
+        inputs=lambda s: _scaled(_normal(2, 3, 3, 2, 4), s),
+        bad_inputs=(
+            BadInput((2, 3, 3, 2)),
+            BadInput((2, 1, 3, 2, 4)),
+            BadInput((2, 3, 3, 2, 3)),
+        ),
+    ),
+    "LayerNormPrimaryCapsule": Entry(
+        LAYER,
+        config=dict(capsule_types=2, capsule_dim=4, kernel_size=2),
+        inputs=lambda s: _scaled(_uniform(2, 4, 4, 3), s),
+        bad_inputs=(BadInput((2, 4, 4)), BadInput((2, 1, 4, 3))),
+    ),
+    "BaseInvertedAttentionCapsule": Entry(
+        BASE,
+        config=dict(capsule_dim=4),
+        not_applicable={
+            check: "abstract: the kernel shape and routing are the subclasses'"
+            for check in CHECKS
+            if check != "bad_arguments"
+        },
+    ),
+    "InvertedAttentionCapsNet": Entry(
+        MODEL,
+        config=dict(
+            image_shape=IMAGE,
+            num_classes=2,
+            stem_filters=4,
+            stage_filters=(4,),
+            stage_blocks=(1,),
+            stage_strides=(2,),
+            primary_capsule_types=2,
+            conv_capsule_types=(2,),
+            conv_capsule_kernel_sizes=(2,),
+            conv_capsule_strides=(1,),
+            capsule_dim=4,
+        ),
+        inputs=lambda s: _scaled(_uniform(2, *IMAGE), s),
+        bad_inputs=IMAGE_BAD_INPUTS,
+        bad_arguments=(({"num_classes": 1}, "num_classes"),),
     ),
 }
 
