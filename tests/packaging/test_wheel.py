@@ -16,7 +16,10 @@ import pytest
 import keras_capsules
 from tests.conftest import REPO_ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.backend_independent("building and installing the wheel")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.backend_independent("building and installing the wheel"),
+]
 
 
 @pytest.fixture(scope="module")
