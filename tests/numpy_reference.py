@@ -195,6 +195,20 @@ def self_attention_routing(
 # `keras_capsules.ops.routing.em`: lambda_t = final * (1 - 0.95^t), the
 # amount of data scaled by parents/children per routing group, epsilon
 # added to every variance and amount, R uniform over each child's parents.
+#
+# Checked term by term against IBM/matrix-capsules-with-em-routing
+# (`em_routing.py`, whose form this is), so that a misreading shared with
+# the ops would show: R init 1 / (positions * J) (`init_rr`); the M-step
+# weights R * a_in, not renormalised over the parents as yl-1993 and
+# www0wwwjs1 do (which cancels a_in); mean and variance divided by
+# sum(R a) + epsilon, the variance + epsilon (IBM 1e-9); cost
+# sum_h (beta_u + log(var) / 2) * sum(R a) * J / N (IBM: * 100 / (N / J),
+# the 100 folded into lambda_final and beta_a); a = sigmoid(lambda_t *
+# (beta_a - cost)) with lambda_t = final * (1 - 0.95^t), t = 1..r (IBM: it
+# + 1, it = 0..r-1); the E-step log a_j (IBM log(a + 1e-9)) minus
+# sum_h [(v - mu)^2 / (2 var) + log(2 pi var) / 2], normalised over every
+# parent of the child at every position (`softmax_across_parents`); the last
+# iteration skips the E-step.
 
 
 def _em_graph(
