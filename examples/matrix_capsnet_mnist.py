@@ -34,7 +34,7 @@ of every routing layer, the model's default too). Two iterations are the
 default of yl-1993 and www0wwwjs1 and the best count of IBM and yl-1993; here,
 after one epoch on the first 3,000 training images (batch 24, margin 0.2,
 PyTorch, `benchmarks/em_iterations.py`, 1,000 test images), 1 / 2 / 3
-iterations reach 0.61 / 0.68 / 0.17 test accuracy: the second E-step of 3
+iterations reach 0.61 / 0.66-0.68 / 0.14-0.17 test accuracy: the second E-step of 3
 iterations fits parents to single children at the start of training (see
 `keras_capsules.ops.routing.em`).
 
