@@ -109,6 +109,8 @@ of the first convolution and the primary capsules are 84 and 51 with 3
 iterations against 7.9 and 4.6 with 2. Forms measured the same way with 3
 iterations, none of which learns as fast as 1 or 2 iterations:
 
+- IBM's own scale, `lambda_final = 1` with `beta_a` drawn from N(-10, 5)
+  (clipped to [-20, 0]): 0.13;
 - yl-1993's / www0wwwjs1's renormalisation of `R a` (input activations
   cancelled): 0.17;
 - that renormalisation with www0wwwjs1's `softmax_j(sum_i R)` activations in
