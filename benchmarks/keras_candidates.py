@@ -172,7 +172,9 @@ class KerasContender:
                 self.model = self.infer_model = EfficientCapsNet()
                 loss = [MarginLoss(), reconstruction]
             elif bench == "matrix-capsnet":
-                self.model = self.infer_model = MatrixCapsNet()
+                self.model = self.infer_model = MatrixCapsNet(
+                    **common.MATRIX_CAPSNET_ROUTING
+                )
                 loss = SpreadLoss(margin=common.SPREAD_MARGIN)
             else:
                 self.model, self.infer_model = capsnet(

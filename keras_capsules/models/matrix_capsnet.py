@@ -29,7 +29,8 @@ class MatrixCapsNet(CapsuleClassifier):
     (`PrimaryMatrixCapsule`, B types, 1x1), two convolutional capsule layers
     (`ConvMatrixCapsule`, C and D types, 3x3, strides 2 and 1) and class
     capsules with coordinate addition (`ClassMatrixCapsule`), every capsule
-    a 4x4 pose matrix and an activation, routed by 3 iterations of EM. The
+    a 4x4 pose matrix and an activation, routed by EM (2 iterations by
+    default; the paper's 3 do not learn yet, see `keras_capsules.ops.em_routing`). The
     output is the class activations, in `(0, 1)`: train them with
     `keras_capsules.losses.SpreadLoss` and
     `keras_capsules.callbacks.SpreadMarginSchedule`. Every padding is
@@ -78,7 +79,10 @@ class MatrixCapsNet(CapsuleClassifier):
         pose_size: Entries of every pose matrix, a perfect square. Defaults
             to `16` (4x4).
         routing_iterations: EM iterations of every routing layer. Defaults
-            to `3`.
+            to `2` (one E-step), as yl-1993's implementation: on 3,000 MNIST
+            images the small model reached 66 % test accuracy with 2 and
+            17 % with the paper's 3, whose second E-step fits parents to
+            single children.
         final_inverse_temperature: `lambda_final` of every routing layer's
             inverse temperature schedule. Defaults to `0.1`.
         use_coordinate_addition: Whether the class capsules use coordinate
@@ -137,7 +141,7 @@ class MatrixCapsNet(CapsuleClassifier):
         conv_capsule_kernel_sizes: tuple[int, ...] = (3, 3),
         conv_capsule_strides: tuple[int, ...] = (2, 1),
         pose_size: int = 16,
-        routing_iterations: int = 3,
+        routing_iterations: int = 2,
         final_inverse_temperature: float = 0.1,
         use_coordinate_addition: bool = True,
         **kwargs: Any,

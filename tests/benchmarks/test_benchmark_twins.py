@@ -120,7 +120,7 @@ def test_twin_computes_the_keras_model(bench, tmp_path):
         lengths, reconstructions = model((images, labels), training=False)
         outputs = {"lengths": lengths, "reconstructions": reconstructions}
     else:
-        model = MatrixCapsNet()
+        model = MatrixCapsNet(**common.MATRIX_CAPSNET_ROUTING)
         poses, activations = model.class_capsules(images)
         outputs = {"poses": poses, "activations": activations}
     arrays = {
