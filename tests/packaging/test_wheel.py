@@ -123,7 +123,12 @@ def test_wheel_metadata_is_fit_for_an_index(wheel):
     # The public `keras_capsules.visualization` needs matplotlib.
     assert 'Requires-Dist: matplotlib>=3.7; extra == "visualization"' in metadata
     summary = re.search(r"^Summary: (.*)$", metadata, re.MULTILINE).group(1)
-    for method in ("dynamic routing", "self-attention routing", "EM routing"):
+    for method in (
+        "dynamic routing",
+        "self-attention routing",
+        "EM routing",
+        "inverted dot-product attention routing",
+    ):
         assert method in summary, summary
     assert "Classifier: Framework :: Keras" in metadata
     assert "Project-URL: Documentation" in metadata
