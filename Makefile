@@ -25,8 +25,10 @@ PYTEST_ARGS ?=
 # process (their module fixtures run once), and each process computes on one
 # thread: two processes on two cores, not two times two threads.
 TEST_WORKERS ?= 2
+# TensorFlow keeps its inter-op threads: collective ops (tf.distribute) can
+# deadlock on one.
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 \
-	TF_NUM_INTEROP_THREADS=1 XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+	XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
 PYTEST := $(if $(filter-out 0,$(TEST_WORKERS)),$(ONE_THREAD) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope,$(PY) -m pytest)
 
 .PHONY: venv test lint typecheck test-backends example docs docs-serve docs-check bench method-table numbers clean
