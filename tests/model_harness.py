@@ -94,7 +94,7 @@ def run_model_test(
         expected_output_shape: The output shape for `input_data`, or a list
             of shapes for several outputs, if given.
         precision_policies: Mixed dtype policies to check.
-        learning_rate: SGD learning rate of the `fit` step.
+        learning_rate: Adam learning rate of the `fit` step.
     """
     model = model_cls(**init_kwargs)
     outputs = model(input_data)
@@ -220,7 +220,13 @@ def _check_fit_step(
     model: keras.Model, train_data: tuple[Inputs, Any], loss: Any, learning_rate: float
 ) -> None:
     x, y = train_data
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate), loss=loss)
+    # Adam's first step moves every weight whose gradient is not zero by
+    # about the learning rate, whatever the gradient's scale, so "did not
+    # change" means "got no gradient". SGD's step (learning rate x gradient)
+    # fell below float32's spacing for a fresh CapsNet's decoder kernels
+    # (capsules start short), which made the check depend on the seed.
+    optimizer = keras.optimizers.Adam(learning_rate, epsilon=1e-12)
+    model.compile(optimizer=optimizer, loss=loss)
     before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
     batch_size = len(keras.tree.flatten(x)[0])
     history = model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)

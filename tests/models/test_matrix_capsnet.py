@@ -56,7 +56,6 @@ def test_model_harness(tmp_path):
         train_data=(images, labels),
         loss=SpreadLoss(margin=0.9),
         expected_output_shape=(2, 5),
-        learning_rate=0.1,
     )
 
 
