@@ -5,6 +5,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_capsules._validation import check_positive_int
 from keras_capsules.layers.base_matrix_capsule import BaseMatrixCapsule
 from keras_capsules.ops import coordinate_addition, em_routing
 
@@ -93,7 +94,7 @@ class ClassMatrixCapsule(BaseMatrixCapsule):
                 f"Received: capsule_types={kwargs['capsule_types']!r}"
             )
         super().__init__(
-            num_classes,
+            check_positive_int("num_classes", num_classes),
             routing_iterations=routing_iterations,
             final_inverse_temperature=final_inverse_temperature,
             epsilon=epsilon,

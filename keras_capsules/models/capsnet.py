@@ -225,16 +225,14 @@ class CapsNet(BaseCapsuleClassifier):
         self._make_heads()
 
     def _check_image_size(self) -> None:
-        height, width, _ = self.image_shape
-        smallest = self.conv_kernel_size + self.primary_kernel_size - 1
-        if height < smallest or width < smallest:
-            raise ValueError(
-                "Received an invalid value for `image_shape`: with "
-                f"conv_kernel_size={self.conv_kernel_size} and "
-                f"primary_kernel_size={self.primary_kernel_size} images must "
-                f"be at least {smallest}x{smallest}. "
-                f"Received: image_shape={self.image_shape}"
-            )
+        self._grid_after(
+            [
+                (self.conv_kernel_size, 1, "valid"),
+                (self.primary_kernel_size, self.primary_strides, "valid"),
+            ],
+            f"conv_kernel_size={self.conv_kernel_size} and "
+            f"primary_kernel_size={self.primary_kernel_size}",
+        )
 
     def build_encoder(self, images_shape: tuple) -> tuple:
         self.conv.build(images_shape)

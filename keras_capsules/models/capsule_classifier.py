@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import keras
@@ -14,6 +15,7 @@ from keras_capsules._validation import (
 from keras_capsules.losses import ReconstructionLoss
 from keras_capsules.models import presets
 from keras_capsules.models.training_recipe import TrainingRecipe
+from keras_capsules.ops.convolution import conv_output_size
 
 
 class _LastCall:
@@ -134,6 +136,31 @@ class CapsuleClassifier(keras.Model):
         )
 
     # ------------------------------------------------------------- checks
+
+    def _grid_after(
+        self, windows: Sequence[tuple[int, int, str]], arguments: str
+    ) -> tuple[int, int]:
+        """The grid that convolutions leave of an `image_shape` image.
+
+        `windows` are the `(kernel_size, stride, padding)` of the encoder's
+        convolutions in order; `arguments` names the constructor arguments
+        that set them, for the `ValueError` raised when one leaves no
+        position.
+        """
+        height, width, _ = self.image_shape
+        for kernel_size, stride, padding in windows:
+            height = conv_output_size(height, kernel_size, stride, padding)
+            width = conv_output_size(width, kernel_size, stride, padding)
+            if height == 0 or width == 0:
+                smallest = 1
+                for kernel, step, pad in reversed(windows):
+                    smallest = (smallest - 1) * step + (kernel if pad == "valid" else 1)
+                raise ValueError(
+                    "Received an invalid value for `image_shape`: it is too "
+                    f"small for {arguments}, which need images of at least "
+                    f"{smallest}x{smallest}. Received: image_shape={self.image_shape}"
+                )
+        return height, width
 
     def _check_images_shape(self, shape: tuple) -> None:
         if not shapes_compatible(shape, (None, *self.image_shape)):

@@ -178,19 +178,20 @@ class EfficientCapsNet(BaseCapsuleClassifier):
         self._make_heads()
 
     def _feature_map_size(self) -> tuple[int, int]:
-        height, width, _ = self.image_shape
-        for kernel_size, strides in zip(self.conv_kernel_sizes, self.conv_strides):
-            height = (height - kernel_size) // strides + 1
-            width = (width - kernel_size) // strides + 1
-        smallest = self.primary_kernel_size or 1
-        if height < smallest or width < smallest:
-            raise ValueError(
-                "Received an invalid value for `image_shape`: the convolutions "
-                f"{self.conv_kernel_sizes} with strides {self.conv_strides} leave "
-                f"a {height}x{width} feature map, too small for the primary "
-                f"capsules. Received: image_shape={self.image_shape}"
+        windows = [
+            (kernel_size, strides, "valid")
+            for kernel_size, strides in zip(self.conv_kernel_sizes, self.conv_strides)
+        ]
+        arguments = (
+            f"conv_kernel_sizes={self.conv_kernel_sizes}, "
+            f"conv_strides={self.conv_strides} and "
+            f"primary_kernel_size={self.primary_kernel_size}"
+        )
+        if self.primary_kernel_size is not None:
+            self._grid_after(
+                [*windows, (self.primary_kernel_size, 1, "valid")], arguments
             )
-        return height, width
+        return self._grid_after(windows, arguments)
 
     def build_encoder(self, images_shape: tuple) -> tuple:
         shape = images_shape

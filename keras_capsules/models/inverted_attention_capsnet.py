@@ -228,23 +228,21 @@ class InvertedAttentionCapsNet(CapsuleClassifier):
     # ------------------------------------------------------------ layers
 
     def _check_image_size(self) -> None:
-        height, width, _ = self.image_shape
-        for stride in self.stage_strides:
-            height, width = -(-height // stride), -(-width // stride)
-        for kernel, stride in zip(
-            self.conv_capsule_kernel_sizes, self.conv_capsule_strides
-        ):
-            if height < kernel or width < kernel:
-                raise ValueError(
-                    "Received an invalid value for `image_shape`: the backbone "
-                    f"(stage_strides={self.stage_strides}) and the convolutional "
-                    "capsule layers (conv_capsule_kernel_sizes="
-                    f"{self.conv_capsule_kernel_sizes}, conv_capsule_strides="
-                    f"{self.conv_capsule_strides}) leave no positions. "
-                    f"Received: image_shape={self.image_shape}"
-                )
-            height = (height - kernel) // stride + 1
-            width = (width - kernel) // stride + 1
+        # The backbone pads "same"; its kernel sizes do not change the grid.
+        backbone = [(1, stride, "same") for stride in self.stage_strides]
+        capsules = [
+            (kernel, stride, "valid")
+            for kernel, stride in zip(
+                self.conv_capsule_kernel_sizes, self.conv_capsule_strides
+            )
+        ]
+        self._grid_after(
+            [*backbone, *capsules],
+            f"the backbone (stage_strides={self.stage_strides}) and the "
+            "convolutional capsule layers (conv_capsule_kernel_sizes="
+            f"{self.conv_capsule_kernel_sizes}, conv_capsule_strides="
+            f"{self.conv_capsule_strides})",
+        )
 
     def _make_backbone(self) -> keras.Model:
         dtype = self.dtype_policy

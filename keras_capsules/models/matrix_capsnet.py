@@ -18,7 +18,6 @@ from keras_capsules.layers import (
 from keras_capsules.losses import SpreadLoss
 from keras_capsules.models.capsule_classifier import CapsuleClassifier
 from keras_capsules.models.training_recipe import TrainingRecipe
-from keras_capsules.ops._patches import output_size
 
 
 @keras.saving.register_keras_serializable(package="keras_capsules")
@@ -220,22 +219,15 @@ class MatrixCapsNet(CapsuleClassifier):
         self.build((None, *self.image_shape))
 
     def _check_image_size(self) -> None:
-        height, width, _ = self.image_shape
         kernels = (self.conv_kernel_size, 1, *self.conv_capsule_kernel_sizes)
         strides = (self.conv_strides, 1, *self.conv_capsule_strides)
-        for kernel, stride in zip(kernels, strides):
-            if height < kernel or width < kernel:
-                raise ValueError(
-                    "Received an invalid value for `image_shape`: it is too small "
-                    f"for conv_kernel_size={self.conv_kernel_size}, "
-                    f"conv_strides={self.conv_strides}, "
-                    f"conv_capsule_kernel_sizes={self.conv_capsule_kernel_sizes} "
-                    f"and conv_capsule_strides={self.conv_capsule_strides} "
-                    '("valid" padding leaves no positions). '
-                    f"Received: image_shape={self.image_shape}"
-                )
-            height = output_size(height, kernel, stride)
-            width = output_size(width, kernel, stride)
+        self._grid_after(
+            [(kernel, stride, "valid") for kernel, stride in zip(kernels, strides)],
+            f"conv_kernel_size={self.conv_kernel_size}, "
+            f"conv_strides={self.conv_strides}, "
+            f"conv_capsule_kernel_sizes={self.conv_capsule_kernel_sizes} and "
+            f"conv_capsule_strides={self.conv_capsule_strides}",
+        )
 
     def build_encoder(self, images_shape: tuple) -> Any:
         self.conv.build(images_shape)

@@ -248,10 +248,6 @@ ENTRIES: dict[str, Entry] = {
     "ClassMatrixCapsule": Entry(
         LAYER,
         config=dict(num_classes=2, routing_iterations=1),
-        xfail_arguments={
-            "num_classes": "the error names `capsule_types`, the base class's "
-            "argument, not `num_classes` (layers/class_matrix_capsule.py)"
-        },
         inputs=lambda s: _matrix_inputs((2, 2, 2, 2, 4), s),
         bad_inputs=(
             BadInput([(2, 2, 2, 2), (2, 2, 2, 2)], named=(0,)),
