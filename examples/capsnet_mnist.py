@@ -44,25 +44,23 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from efficient_capsnet_augmentation import augment  # noqa: E402
 from mnist_training import (  # noqa: E402
+    BACKENDS,
     VALIDATION_ACCURACY,
     DataError,
     describe_machine,
-    hold_out,
     load_checked_data,
     prepare,
     read_training_log,
     refuse_out_of_range,
+    report_run,
     resumable_run_files,
     select_keras_backend,
     set_up_data_parallel,
     stopped_on_nan,
     training_callbacks,
     validation_set,
-    write_metrics,
+    validation_split,
 )
-
-BACKENDS = ("tensorflow", "torch", "jax")
-
 
 # The recipe's fields behind the options that default to it.
 RECIPE_OPTIONS = {
@@ -301,15 +299,13 @@ def main(argv: list[str] | None = None) -> int:
     x_test, y_test = prepare(
         x_test[: args.test_samples], y_test[: args.test_samples], num_classes
     )
-    x_val, y_val = x_test, y_test
-    if args.validation_samples:
-        try:
-            (x_train, y_train), (x_val, y_val) = hold_out(
-                x_train, y_train, args.validation_samples
-            )
-        except DataError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    try:
+        (x_train, y_train), (x_val, y_val) = validation_split(
+            x_train, y_train, x_test, y_test, args.validation_samples
+        )
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     print(
         f"backend: {backend}, devices: {devices}, train: {x_train.shape}, "
         f"validation: {x_val.shape if args.validation_samples else 'the test set'}, "
@@ -413,13 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_images_per_second": len(x_test) / test_seconds,
         "history": epoch_logs,
     }
-    write_metrics(output_dir / "metrics.json", metrics, args)
-    print(
-        f"seconds per epoch: {seconds_per_epoch:.1f} "
-        f"({metrics['train_images_per_second']:.1f} train images/s), "
-        f"outputs in {output_dir}"
-    )
-    print(f"test accuracy: {accuracy:.4f}")
+    report_run(output_dir, metrics, args, best)
     return 0
 
 

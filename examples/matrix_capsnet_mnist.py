@@ -84,22 +84,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_training import (  # noqa: E402
+    BACKENDS,
     VALIDATION_ACCURACY,
     DataError,
     describe_machine,
-    hold_out,
     load_checked_data,
     prepare,
     read_training_log,
     refuse_out_of_range,
+    report_run,
     resumable_run_files,
     select_keras_backend,
     stopped_on_nan,
     training_callbacks,
-    write_metrics,
+    validation_split,
 )
-
-BACKENDS = ("tensorflow", "torch", "jax")
 
 # Capsule sizes of the paper's two models: A (convolution channels), B
 # (primary capsule types), C and D (convolutional capsule types).
@@ -215,15 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     x_test, y_test = prepare(
         x_test[: args.test_samples], y_test[: args.test_samples], num_classes
     )
-    x_val, y_val = x_test, y_test
-    if args.validation_samples:
-        try:
-            (x_train, y_train), (x_val, y_val) = hold_out(
-                x_train, y_train, args.validation_samples
-            )
-        except DataError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+    try:
+        (x_train, y_train), (x_val, y_val) = validation_split(
+            x_train, y_train, x_test, y_test, args.validation_samples
+        )
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         model = MatrixCapsNet(
             image_shape=x_train.shape[1:],
@@ -332,19 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "history": epoch_logs,
         "command": the_command(argv),
     }
-    write_metrics(output_dir / "metrics.json", metrics, args)
-    print(
-        f"seconds per epoch: {seconds_per_epoch:.1f} "
-        f"({metrics['train_images_per_second']:.1f} train images/s, test set "
-        f"included), outputs in {output_dir}"
-    )
-    if best:
-        print(
-            f"best epoch {best['best_epoch']} (validation accuracy "
-            f"{best['best_validation_accuracy']:.4f}): test accuracy "
-            f"{best['best_test_accuracy']:.4f}"
-        )
-    print(f"test accuracy: {accuracy:.4f}")
+    report_run(output_dir, metrics, args, best, speed_note=", test set included")
     return 0
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+BACKENDS = ("tensorflow", "torch", "jax")
+
 
 def select_keras_backend(backend: str | None) -> bool:
     """Sets `KERAS_BACKEND` to `backend`, when given, and checks that it took.
@@ -403,6 +405,20 @@ def hold_out(
     return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
 
 
+def validation_split(
+    x_train: Any, y_train: Any, x_test: Any, y_test: Any, count: int | None
+) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """The training and validation sets.
+
+    With `count`, the last `count` training images are held out (see
+    `hold_out`); without, the test set is shown after every epoch, as a
+    progress line only: no best epoch is chosen on it.
+    """
+    if not count:
+        return (x_train, y_train), (x_test, y_test)
+    return hold_out(x_train, y_train, count)
+
+
 def stopped_on_nan(history: Any, backup_dir: Path) -> bool:
     """Whether `fit` stopped on a NaN loss; if so, says so in one error line."""
     losses = history.history.get("loss")
@@ -443,6 +459,29 @@ def write_metrics(
     """Writes `metrics` as JSON, with the run's options last, under "args"."""
     options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     path.write_text(json.dumps({**metrics, "args": options}, indent=2) + "\n")
+
+
+def report_run(
+    output_dir: Path,
+    metrics: dict[str, Any],
+    args: argparse.Namespace,
+    best: dict[str, Any] | None = None,
+    speed_note: str = "",
+) -> None:
+    """Writes `metrics.json` and prints the run's closing lines."""
+    write_metrics(output_dir / "metrics.json", metrics, args)
+    print(
+        f"seconds per epoch: {metrics['seconds_per_epoch']:.1f} "
+        f"({metrics['train_images_per_second']:.1f} train images/s{speed_note}), "
+        f"outputs in {output_dir}"
+    )
+    if best:
+        print(
+            f"best epoch {best['best_epoch']} (validation accuracy "
+            f"{best['best_validation_accuracy']:.4f}): test accuracy "
+            f"{best['best_test_accuracy']:.4f}"
+        )
+    print(f"test accuracy: {metrics['test_accuracy']:.4f}")
 
 
 if __name__ == "__main__":

@@ -51,22 +51,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist_training import (  # noqa: E402
+    BACKENDS,
     VALIDATION_ACCURACY,
     DataError,
     check_sample_counts,
     describe_machine,
-    hold_out,
     load_data,
     read_training_log,
     refuse_out_of_range,
+    report_run,
     resumable_run_files,
     select_keras_backend,
     stopped_on_nan,
     training_callbacks,
-    write_metrics,
+    validation_split,
 )
 
-BACKENDS = ("tensorflow", "torch", "jax")
 SOURCES = ("cifar10", "cifar100", "images", "data")
 RESIZE = ("stretch", "crop", "pad")
 # The recipe's fields behind the options that default to it.
@@ -391,11 +391,9 @@ def prepared_data(args: argparse.Namespace) -> tuple[Any, ...]:
         x_train, x_test = fit_images(x_train, args), fit_images(x_test, args)
     else:
         x_train, x_test = (np.asarray(x, "float32") / 255.0 for x in (x_train, x_test))
-    x_val, y_val = x_test, y_test
-    if args.validation_samples:
-        (x_train, y_train), (x_val, y_val) = hold_out(
-            x_train, y_train, args.validation_samples
-        )
+    (x_train, y_train), (x_val, y_val) = validation_split(
+        x_train, y_train, x_test, y_test, args.validation_samples
+    )
     return x_train, y_train, x_val, y_val, x_test, y_test, num_classes
 
 
@@ -501,13 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         "test_images_per_second": len(x_test) / test_seconds,
         "history": epoch_logs,
     }
-    write_metrics(args.output_dir / "metrics.json", metrics, args)
-    print(
-        f"seconds per epoch: {seconds_per_epoch:.1f} "
-        f"({metrics['train_images_per_second']:.1f} train images/s), "
-        f"outputs in {args.output_dir}"
-    )
-    print(f"test accuracy: {accuracy:.4f}")
+    report_run(args.output_dir, metrics, args, best)
     return 0
 
 
