@@ -29,7 +29,14 @@ TEST_WORKERS ?= 2
 # deadlock on one.
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TF_NUM_INTRAOP_THREADS=1 \
 	XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
-PYTEST := $(if $(filter-out 0,$(TEST_WORKERS)),$(ONE_THREAD) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope,$(PY) -m pytest)
+# JAX compiles every model anew for each fit, evaluate and predict, also
+# when a test rebuilds a model it compiled before (a saved and loaded copy,
+# the same configuration in another test): a compilation cache shared by
+# the test processes reuses those programs (tests/models: 406 s -> 307 s
+# on a 2-core CPU, one thread). It holds compiled programs only.
+JAX_CACHE := JAX_COMPILATION_CACHE_DIR=$(abspath $(VENV))/jax-compilation-cache \
+	JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0 JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES=0
+PYTEST := $(JAX_CACHE) $(if $(filter-out 0,$(TEST_WORKERS)),$(ONE_THREAD) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadscope,$(PY) -m pytest)
 
 .PHONY: venv test lint typecheck test-backends example docs docs-serve docs-check bench method-table numbers clean
 
